@@ -1,0 +1,43 @@
+# The shop's commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FLASK := $(BIN)/flask --app wsgi
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.DEFAULT_GOAL := help
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(BIN)/activate
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+.PHONY: help install run migrate test lint format
+
+help: ## List the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Make .venv and install the pinned requirements
+
+migrate: install ## Apply database migrations
+	$(FLASK) db upgrade
+
+run: migrate ## Serve the API on http://127.0.0.1:8000 with demo data (embedded defaults)
+	$(FLASK) seed --categories 5 --products 100 --if-empty
+	$(FLASK) run --host $(HOST) --port $(PORT)
+
+test: install ## Run the whole test suite with coverage
+	$(BIN)/python -m pytest --cov=shop --cov-report=term-missing:skip-covered --cov-fail-under=90
+
+lint: install ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Format and fix what ruff can
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .

@@ -1,0 +1,148 @@
+"""The shop's configuration: read once from the environment, with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
+
+# Values that must never reach production as they are here.
+DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - refused in production
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a runnable shop."""
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def normalize_database_url(url: str) -> str:
+    """`postgres://` and `postgresql://` mean PostgreSQL through psycopg2, the driver the shop ships."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
+
+
+def _database_url(env: dict[str, str]) -> str:
+    url = env.get("DATABASE_URL", "")
+    return normalize_database_url(url) if url else f"sqlite:///{INSTANCE_DIR / 'shop.sqlite3'}"
+
+
+def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Build the Flask config mapping from environment variables (API.md's table)."""
+    env = dict(os.environ if env is None else env)
+    app_env = env.get("APP_ENV", "development")
+    production = app_env == "production"
+
+    secret_key = env.get("SECRET_KEY", "")
+    jwt_secret = env.get("JWT_SECRET_KEY", "")
+    if production:
+        missing = [name for name, value in (("SECRET_KEY", secret_key), ("JWT_SECRET_KEY", jwt_secret)) if not value]
+        if missing:
+            raise ConfigError("APP_ENV=production needs " + " and ".join(missing) + " to be set (see .env.example).")
+    database_url = _database_url(env)
+    redis_url = env.get("REDIS_URL") or None
+    broker_url = env.get("CELERY_BROKER_URL") or None
+
+    config: dict[str, Any] = {
+        "APP_ENV": app_env,
+        "DEBUG": False,
+        "SECRET_KEY": secret_key or DEV_SECRET,
+        # werkzeug's scrypt: slow and salted. Tests may choose a cheaper method.
+        "PASSWORD_HASH_METHOD": env.get("PASSWORD_HASH_METHOD", "scrypt"),
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 1024 * 1024),
+        # Database
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(database_url, env),
+        "SQLALCHEMY_RECORD_QUERIES": False,
+        # OpenAPI
+        "API_TITLE": "Shop API",
+        "API_VERSION": "1.0.0",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/api",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "/docs/",
+        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        "OPENAPI_REDOC_PATH": "/redoc/",
+        "OPENAPI_REDOC_URL": "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        "API_SPEC_OPTIONS": {
+            "info": {"description": "A high-load e-commerce API: users, catalog and orders."},
+            "components": {
+                "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+            },
+        },
+        # Tokens
+        "JWT_SECRET_KEY": jwt_secret or DEV_SECRET,
+        "JWT_ALGORITHM": "HS256",
+        "JWT_DECODE_ALGORITHMS": ["HS256"],
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=_int(env, "JWT_ACCESS_MINUTES", 15)),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=_int(env, "JWT_REFRESH_DAYS", 7)),
+        "JWT_ERROR_MESSAGE_KEY": "message",
+        "JWT_REFRESH_JSON_KEY": "refresh",
+        # Cache, rate limits, token blocklist
+        "REDIS_URL": redis_url,
+        "CACHE_TYPE": "RedisCache" if redis_url else "SimpleCache",
+        "CACHE_REDIS_URL": redis_url,
+        "CACHE_DEFAULT_TIMEOUT": _int(env, "CACHE_TIMEOUT", 300),
+        "CACHE_KEY_PREFIX": env.get("CACHE_KEY_PREFIX", "shop:"),
+        "CACHE_OPTIONS": {"socket_timeout": 0.25, "socket_connect_timeout": 0.25} if redis_url else {},
+        "RATELIMIT_ENABLED": _bool(env.get("RATELIMIT_ENABLED"), True),
+        "RATELIMIT_ANON": env.get("RATELIMIT_ANON", "300/minute"),
+        "RATELIMIT_USER": env.get("RATELIMIT_USER", "1200/minute"),
+        "RATELIMIT_AUTH": env.get("RATELIMIT_AUTH", "10/minute"),
+        "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 0.25, "socket_connect_timeout": 0.25} if redis_url else {},
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "TRUSTED_PROXIES": _int(env, "TRUSTED_PROXIES", 0),
+        # CORS
+        "CORS_ORIGINS": [o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()],
+        # Background work
+        "CELERY": {
+            "broker_url": broker_url,
+            "task_always_eager": broker_url is None,
+        },
+        # Mail
+        "MAIL_SERVER": env.get("MAIL_SERVER") or None,
+        "MAIL_PORT": _int(env, "MAIL_PORT", 25),
+        "MAIL_USE_TLS": _bool(env.get("MAIL_USE_TLS"), False),
+        "MAIL_USERNAME": env.get("MAIL_USERNAME") or None,
+        "MAIL_PASSWORD": env.get("MAIL_PASSWORD") or None,
+        "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER", "shop@localhost"),
+    }
+    return config
+
+
+def _engine_options(database_url: str, env: dict[str, str]) -> dict[str, Any]:
+    if not database_url.startswith("postgresql"):
+        return {}
+    statement_timeout_ms = _int(env, "DB_STATEMENT_TIMEOUT_MS", 5000)
+    return {
+        "pool_pre_ping": True,
+        "pool_size": _int(env, "DB_POOL_SIZE", 5),
+        "max_overflow": _int(env, "DB_MAX_OVERFLOW", 5),
+        "pool_timeout": _int(env, "DB_POOL_TIMEOUT", 5),
+        "connect_args": {
+            "connect_timeout": 3,
+            "options": f"-c statement_timeout={statement_timeout_ms}",
+        },
+    }

@@ -1,0 +1,1 @@
+"""What the shop's blueprints share: errors, auth, pagination, caching, health."""

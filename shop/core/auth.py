@@ -1,0 +1,87 @@
+"""Token rules shared by every blueprint: 401 for every token fault, the current user, staff checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from flask import Flask
+from flask_jwt_extended import current_user, verify_jwt_in_request
+
+from shop.core.errors import Unauthenticated, error_response
+from shop.extensions import jwt
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+BEARER = Unauthenticated.headers
+# The security requirement an authenticated operation declares in OpenAPI.
+BEARER_SECURITY = [{"bearerAuth": []}]
+
+
+def unauthorized(message: str) -> tuple[dict[str, Any], int, dict[str, str]]:
+    return error_response(401, message, headers=BEARER)
+
+
+def register_token_handlers(app: Flask) -> None:
+    """Answer every token fault with 401 and `WWW-Authenticate: Bearer` (never the default 422)."""
+    from shop.users import tokens
+
+    jwt.unauthorized_loader(lambda reason: unauthorized("Authentication required: send a Bearer token."))
+    jwt.invalid_token_loader(lambda reason: unauthorized("The token is invalid."))
+    jwt.expired_token_loader(lambda header, payload: unauthorized("The token has expired."))
+    jwt.revoked_token_loader(lambda header, payload: unauthorized("The token has been revoked."))
+    jwt.needs_fresh_token_loader(lambda header, payload: unauthorized("A fresh token is required."))
+    jwt.token_verification_failed_loader(lambda header, payload: unauthorized("The token is invalid."))
+    jwt.user_lookup_error_loader(lambda header, payload: unauthorized("The token's user is not active."))
+    jwt.token_in_blocklist_loader(lambda header, payload: tokens.is_revoked(payload["jti"]))
+    jwt.user_identity_loader(lambda user_id: str(user_id))
+    jwt.user_lookup_loader(lambda header, payload: tokens.load_active_user(payload))
+
+
+def login_required(view: Callable[P, R]) -> Callable[P, R]:
+    """The view needs a valid access token."""
+
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        verify_jwt_in_request()
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def staff_required(view: Callable[P, R]) -> Callable[P, R]:
+    """The view needs a valid access token of a staff user (403 for a customer)."""
+
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        verify_jwt_in_request()
+        if not current_user.is_staff:
+            from flask_smorest import abort
+
+            abort(403, message="Staff only.")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def optional_user() -> Any:
+    """The signed-in user when a valid token is sent, else None; a bad token is still a 401."""
+    verify_jwt_in_request(optional=True)
+    return current_user if current_user else None
+
+
+def auth(blp: Any, *, staff: bool = False, optional: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Guard a view with a token check and document it: bearer security, 401, and 403 for staff views."""
+
+    def decorator(view: Callable[P, R]) -> Callable[P, R]:
+        if not optional:
+            view = (staff_required if staff else login_required)(view)
+            view = blp.alt_response(401, response="UNAUTHORIZED")(view)
+        if staff:
+            view = blp.alt_response(403, response="FORBIDDEN")(view)
+        security = [*BEARER_SECURITY, {}] if optional else BEARER_SECURITY
+        return blp.doc(security=security)(view)
+
+    return decorator

@@ -1,0 +1,89 @@
+"""Errors the shop raises on purpose, and how the app answers the ones it does not."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, request
+from flask_smorest import abort
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import default_exceptions
+
+logger = logging.getLogger(__name__)
+
+
+class ShopError(Exception):
+    """A rule of the shop was broken; carries the HTTP status and error body parts."""
+
+    status = 400
+    headers: dict[str, str] = {}
+
+    def __init__(self, message: str, errors: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+
+
+class Unauthenticated(ShopError):
+    status = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class ValidationFailed(ShopError):
+    status = 422
+
+
+class NotFound(ShopError):
+    status = 404
+
+
+class Conflict(ShopError):
+    status = 409
+
+
+def check_json_body() -> None:
+    """Refuse a body that is not a JSON object with 400 before any view reads it."""
+    if request.method not in {"POST", "PUT", "PATCH"} or not request.content_length:
+        return
+    if not request.is_json:
+        abort(400, message="Send the body as application/json.")
+    body = request.get_json(silent=True)
+    if body is None:
+        abort(400, message="The body is not valid JSON.")
+    if not isinstance(body, dict):
+        abort(400, message="The body must be a JSON object.")
+
+
+def error_response(
+    status: int, message: str, errors: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """The common error body for `status`, for handlers that must return rather than raise."""
+    from shop.extensions import api
+
+    error = default_exceptions[status]()
+    error.data = {"message": message, "headers": headers or {}}
+    if errors is not None:
+        error.data["errors"] = errors
+    return api.handle_http_exception(error)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map the shop's own errors and database outages onto the common error body."""
+
+    @app.errorhandler(ShopError)
+    def _shop_error(error: ShopError) -> tuple[dict[str, Any], int, dict[str, str]]:
+        return error_response(error.status, error.message, error.errors, headers=dict(error.headers))
+
+    @app.errorhandler(OperationalError)
+    def _database_down(error: DBAPIError) -> tuple[dict[str, Any], int, dict[str, str]]:
+        if not error.connection_invalidated and not _is_connection_failure(error):
+            raise error
+        logger.warning("database unavailable: %s", error.orig)
+        return error_response(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
+
+
+def _is_connection_failure(error: DBAPIError) -> bool:
+    text = str(error.orig).lower()
+    markers = ("could not connect", "connection refused", "server closed the connection", "terminating connection")
+    return any(marker in text for marker in markers)

@@ -1,0 +1,70 @@
+"""Liveness, readiness and metrics for the operators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, current_app
+from flask_smorest import Blueprint
+from sqlalchemy import text
+
+from shop.core.errors import error_response
+from shop.extensions import db
+
+blp = Blueprint("health", __name__, description="Operations: health and readiness")
+
+
+@blp.route("/healthz")
+@blp.response(200)
+def healthz() -> dict[str, str]:
+    """Liveness: 200 while the process serves"""
+    return {"status": "ok"}
+
+
+@blp.route("/readyz")
+@blp.response(200)
+@blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+def readyz() -> Any:
+    """Readiness: 200 when the database, Redis and the broker (where configured) answer"""
+    checks = {"database": _check_database}
+    config = current_app.config
+    if config["REDIS_URL"]:
+        checks["redis"] = _check_redis
+    if config["CELERY"].get("broker_url"):
+        checks["broker"] = _check_broker
+    failed = {}
+    for name, check in checks.items():
+        try:
+            check()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            failed[name] = [f"{type(exc).__name__}: {exc}"[:200]]
+    if failed:
+        return error_response(503, "Not ready: " + ", ".join(failed), failed, headers={"Retry-After": "5"})
+    return {"status": "ready", "checks": list(checks)}
+
+
+def _check_database() -> None:
+    db.session.execute(text("SELECT 1"))
+
+
+def _check_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(current_app.config["REDIS_URL"], socket_timeout=1, socket_connect_timeout=1).ping()
+
+
+def _check_broker() -> None:
+    from kombu import Connection
+
+    with Connection(current_app.config["CELERY"]["broker_url"], connect_timeout=2) as connection:
+        connection.ensure_connection(max_retries=1)
+
+
+@blp.route("/metrics")
+@blp.response(200, content_type="text/plain")
+def metrics() -> Response:
+    """Prometheus metrics, counted across every worker process"""
+    from shop.core.metrics import render_metrics
+
+    body, content_type = render_metrics()
+    return Response(body, content_type=content_type)

@@ -1,0 +1,39 @@
+"""Every extension of the shop, created unbound; `create_app` binds them."""
+
+from __future__ import annotations
+
+from flask_caching import Cache
+from flask_cors import CORS
+from flask_jwt_extended import JWTManager
+from flask_limiter import Limiter
+from flask_migrate import Migrate
+from flask_sqlalchemy import SQLAlchemy
+from prometheus_flask_exporter import PrometheusMetrics
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
+
+from shop.core.api import ShopApi
+from shop.core.ratelimit import default_limit, rate_limit_key
+
+# Stable constraint names, so migrations are the same on SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate(render_as_batch=True)
+api = ShopApi()
+jwt = JWTManager()
+cache = Cache()
+cors = CORS()
+limiter = Limiter(key_func=rate_limit_key, default_limits=[default_limit])
+metrics = PrometheusMetrics.for_app_factory(path=None, group_by="url_rule")

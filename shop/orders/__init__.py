@@ -1,0 +1,1 @@
+"""Orders: placing them atomically, their lifecycle, and the email each one owes."""

@@ -1,0 +1,1 @@
+"""The catalog: categories, products and their stock."""

@@ -1,0 +1,45 @@
+"""Categories and products, with the catalog's rules held by the database too."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from shop.core.time import utcnow
+from shop.core.types import UTCDateTime
+from shop.extensions import db
+
+
+class Category(db.Model):
+    __tablename__ = "categories"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class Product(db.Model):
+    __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint("stock >= 0", name="stock_not_negative"),
+        CheckConstraint("price >= 0", name="price_not_negative"),
+        Index("ix_products_visible_price", "hidden", "price"),
+        Index("ix_products_visible_created", "hidden", "created_at"),
+        Index("ix_products_visible_name", "hidden", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+    stock: Mapped[int] = mapped_column(Integer, default=0)
+    image: Mapped[str | None] = mapped_column(String(500))
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"), index=True)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    category: Mapped[Category] = relationship(lazy="joined", innerjoin=True)

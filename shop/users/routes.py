@@ -1,0 +1,111 @@
+"""Users and tokens endpoints: parse, call the service, return what the schema dumps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_jwt_extended import current_user, get_jwt, verify_jwt_in_request
+from flask_smorest import Blueprint
+from sqlalchemy import select
+
+from shop.core.auth import auth
+from shop.core.pagination import PAGINATE, page_of
+from shop.core.ratelimit import auth_limit, client_ip_key
+from shop.extensions import limiter
+from shop.users import services, tokens
+from shop.users.models import User
+from shop.users.schemas import (
+    CredentialsSchema,
+    PasswordChangeSchema,
+    ProfileUpdateSchema,
+    RefreshSchema,
+    RegistrationSchema,
+    RevokeSchema,
+    StaffUserSchema,
+    TokenPairSchema,
+    UserSchema,
+)
+
+blp = Blueprint("users", __name__, url_prefix="/api/users", description="Accounts")
+token_blp = Blueprint("tokens", __name__, url_prefix="/api/token", description="JWT access and refresh tokens")
+
+
+@blp.route("/")
+class Users(MethodView):
+    decorators = [limiter.limit(auth_limit, key_func=client_ip_key, methods=["POST"])]
+
+    @blp.arguments(RegistrationSchema)
+    @blp.response(201, UserSchema)
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS")
+    def post(self, data: dict[str, Any]) -> User:
+        """Register an account"""
+        return services.register_user(data)
+
+    @auth(blp, staff=True)
+    @blp.response(200, StaffUserSchema(many=True))
+    @blp.paginate(**PAGINATE)
+    def get(self, pagination_parameters: Any) -> Any:
+        """List users (staff)"""
+        return page_of(select(User).order_by(User.id), pagination_parameters)
+
+
+@blp.route("/me/")
+class Me(MethodView):
+    @auth(blp)
+    @blp.response(200, UserSchema)
+    def get(self) -> User:
+        """Read my profile"""
+        return current_user
+
+    @auth(blp)
+    @blp.arguments(ProfileUpdateSchema)
+    @blp.response(200, UserSchema)
+    def patch(self, changes: dict[str, Any]) -> User:
+        """Update my profile"""
+        return services.update_profile(current_user, changes)
+
+
+@blp.route("/me/password/")
+class MyPassword(MethodView):
+    @auth(blp)
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(204)
+    def post(self, data: dict[str, Any]) -> None:
+        """Change my password"""
+        services.change_password(current_user, data["old_password"], data["new_password"])
+
+
+@token_blp.route("/")
+class Token(MethodView):
+    decorators = [limiter.limit(auth_limit, key_func=client_ip_key)]
+
+    @token_blp.arguments(CredentialsSchema)
+    @token_blp.response(200, TokenPairSchema)
+    @token_blp.alt_response(401, response="UNAUTHORIZED")
+    @token_blp.alt_response(429, response="TOO_MANY_REQUESTS")
+    def post(self, credentials: dict[str, str]) -> dict[str, str]:
+        """Obtain an access and refresh token pair"""
+        user = services.authenticate(credentials["username"], credentials["password"])
+        return tokens.issue_pair(user)
+
+
+@token_blp.route("/refresh/")
+class TokenRefresh(MethodView):
+    @token_blp.arguments(RefreshSchema)
+    @token_blp.response(200, TokenPairSchema)
+    @token_blp.alt_response(401, response="UNAUTHORIZED")
+    def post(self, data: dict[str, str]) -> dict[str, str]:
+        """Exchange a refresh token for a new pair; the old refresh token is spent"""
+        verify_jwt_in_request(refresh=True, locations=["json"])
+        return tokens.rotate(get_jwt())
+
+
+@token_blp.route("/revoke/")
+class TokenRevoke(MethodView):
+    @auth(token_blp)
+    @token_blp.arguments(RevokeSchema)
+    @token_blp.response(204)
+    def post(self, data: dict[str, str]) -> None:
+        """Log out: revoke the access token, and the refresh token if given"""
+        tokens.revoke(get_jwt(), data.get("refresh"))

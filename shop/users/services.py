@@ -1,0 +1,92 @@
+"""The rules of accounts: registration, profile changes, passwords, logins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from shop.core.errors import Unauthenticated, ValidationFailed
+from shop.extensions import db
+from shop.users.models import User
+
+
+class BadCredentials(Unauthenticated):
+    """Unknown username, wrong password, or an inactive account: one answer for all three."""
+
+
+def check_password_rules(password: str, username: str, field: str = "password") -> None:
+    if password.isdigit():
+        raise ValidationFailed("Invalid password.", {field: ["The password cannot be all digits."]})
+    if password.casefold() == username.casefold():
+        raise ValidationFailed("Invalid password.", {field: ["The password cannot be the username."]})
+
+
+def register_user(data: dict[str, Any], *, is_staff: bool = False) -> User:
+    """Create an account; a taken username or email (any case) is a 422, even under a race."""
+    check_password_rules(data["password"], data["username"])
+    _check_unique(username=data["username"], email=data["email"])
+    user = User(
+        username=data["username"],
+        email=data["email"],
+        first_name=data.get("first_name") or "",
+        last_name=data.get("last_name") or "",
+        phone_number=data.get("phone_number"),
+        is_staff=is_staff,
+    )
+    user.set_password(data["password"])
+    db.session.add(user)
+    _commit_unique()
+    return user
+
+
+def update_profile(user: User, changes: dict[str, Any]) -> User:
+    if "email" in changes:
+        _check_unique(email=changes["email"], exclude_id=user.id)
+    for name, value in changes.items():
+        setattr(user, name, "" if value is None and name in {"first_name", "last_name"} else value)
+    _commit_unique()
+    return user
+
+
+def change_password(user: User, old_password: str, new_password: str) -> None:
+    if not user.check_password(old_password):
+        raise ValidationFailed("Invalid password.", {"old_password": ["The current password is wrong."]})
+    check_password_rules(new_password, user.username, field="new_password")
+    user.set_password(new_password)
+    db.session.commit()
+
+
+def authenticate(username: str, password: str) -> User:
+    """The active user with these credentials; one answer for an unknown name and a wrong password."""
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        User.check_no_password(password)
+    elif user.check_password(password) and user.is_active:
+        return user
+    raise BadCredentials("No active account with these credentials.")
+
+
+def _check_unique(*, username: str | None = None, email: str | None = None, exclude_id: int | None = None) -> None:
+    errors: dict[str, list[str]] = {}
+    if username is not None and db.session.scalar(select(User.id).where(User.username == username)):
+        errors["username"] = ["This username is taken."]
+    if email is not None:
+        query = select(User.id).where(func.lower(User.email) == email.lower())
+        if exclude_id is not None:
+            query = query.where(User.id != exclude_id)
+        if db.session.scalar(query):
+            errors["email"] = ["This email is already registered."]
+    if errors:
+        raise ValidationFailed("Already registered.", errors)
+
+
+def _commit_unique() -> None:
+    """Commit; a unique violation from a concurrent writer becomes the same 422 as the pre-check."""
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        field = "email" if "email" in str(exc.orig).lower() else "username"
+        raise ValidationFailed("Already registered.", {field: [f"This {field} is already registered."]}) from exc

@@ -1,0 +1,114 @@
+"""Token pairs, rotation and revocation: the database holds revocations durably, Redis is the fast path."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import current_app
+from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from shop.core.errors import Unauthenticated
+from shop.core.time import utcnow
+from shop.extensions import cache, db
+from shop.users.models import RevokedToken, User
+
+logger = logging.getLogger(__name__)
+
+# Set in Redis once every unexpired revocation has been copied there; gone after a Redis restart.
+_READY_KEY = "revoked:ready"
+
+
+class TokenRejected(Unauthenticated):
+    """A token that is well-formed but may not be used."""
+
+
+def issue_pair(user: User) -> dict[str, str]:
+    return {"access": create_access_token(identity=user.id), "refresh": create_refresh_token(identity=user.id)}
+
+
+def rotate(refresh_claims: dict[str, Any]) -> dict[str, str]:
+    """Spend a refresh token and issue a new pair; a token already spent is refused, even concurrently."""
+    user = load_active_user(refresh_claims)
+    if user is None:
+        raise TokenRejected("The token's user is not active.")
+    if not _record_revocation(refresh_claims):
+        raise TokenRejected("The refresh token has already been used.")
+    return issue_pair(user)
+
+
+def revoke(access_claims: dict[str, Any], refresh_token: str | None) -> None:
+    """Log out: revoke the access token, and the caller's refresh token when given."""
+    claims = [access_claims]
+    if refresh_token:
+        try:
+            refresh_claims = decode_token(refresh_token)
+        except Exception as exc:
+            raise TokenRejected("The refresh token is invalid.") from exc
+        if refresh_claims.get("type") != "refresh" or refresh_claims["sub"] != access_claims["sub"]:
+            raise TokenRejected("The refresh token is invalid.")
+        claims.append(refresh_claims)
+    for item in claims:
+        _record_revocation(item)
+
+
+def is_revoked(jti: str) -> bool:
+    if _redis_backed():
+        try:
+            revoked, ready = cache.get_many(f"revoked:{jti}", _READY_KEY)
+            if revoked:
+                return True
+            if ready:
+                return False
+            _warm_cache()
+        except Exception:  # noqa: BLE001 - Redis down: the database answers instead
+            logger.warning("token blocklist cache unavailable; checking the database")
+    return db.session.get(RevokedToken, jti) is not None
+
+
+def load_active_user(claims: dict[str, Any]) -> User | None:
+    user = db.session.get(User, int(claims["sub"]))
+    return user if user is not None and user.is_active else None
+
+
+def purge_expired() -> int:
+    """Drop revocations of tokens that have expired anyway; returns how many."""
+    result = db.session.execute(delete(RevokedToken).where(RevokedToken.expires_at < utcnow()))
+    db.session.commit()
+    return result.rowcount or 0
+
+
+def _record_revocation(claims: dict[str, Any]) -> bool:
+    """Store the revocation; False when the token was revoked already."""
+    expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+    db.session.add(RevokedToken(jti=claims["jti"], expires_at=expires_at))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    if _redis_backed():
+        try:
+            cache.set(f"revoked:{claims['jti']}", 1, timeout=_seconds_left(expires_at))
+        except Exception:  # noqa: BLE001 - the database row is what counts
+            logger.warning("could not copy a revocation to Redis")
+    return True
+
+
+def _warm_cache() -> None:
+    now = utcnow()
+    rows = db.session.scalars(db.select(RevokedToken).where(RevokedToken.expires_at > now)).all()
+    for row in rows:
+        cache.set(f"revoked:{row.jti}", 1, timeout=_seconds_left(row.expires_at))
+    cache.set(_READY_KEY, 1, timeout=0)
+
+
+def _seconds_left(expires_at: datetime) -> int:
+    return max(1, int((expires_at - utcnow()).total_seconds()) + 1)
+
+
+def _redis_backed() -> bool:
+    return current_app.config["REDIS_URL"] is not None

@@ -1,0 +1,91 @@
+"""One error body everywhere, and an OpenAPI document that describes every route."""
+
+from __future__ import annotations
+
+import pytest
+
+ERROR_KEYS = {"code", "status", "message"}
+
+
+def _assert_error(response, code: int) -> dict:
+    assert response.status_code == code
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) >= ERROR_KEYS and body["code"] == code
+    return body
+
+
+def test_unknown_path_is_404_json(client):
+    _assert_error(client.get("/api/nowhere/"), 404)
+
+
+def test_wrong_method_is_405_json_with_allow(client):
+    response = client.delete("/api/token/")
+    _assert_error(response, 405)
+    assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        ("{not json", "application/json"),
+        ("[1, 2]", "application/json"),
+        ('"text"', "application/json"),
+        ("a=b", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_body_that_is_not_a_json_object_is_400(client, data, content_type):
+    _assert_error(client.post("/api/users/", data=data, content_type=content_type), 400)
+
+
+def test_body_over_the_limit_is_413_json(client):
+    big = '{"username": "' + "a" * (1024 * 1024 + 10) + '"}'
+    _assert_error(client.post("/api/users/", data=big, content_type="application/json"), 413)
+
+
+def test_unhandled_exception_is_500_json_without_traceback(app):
+    app_500 = _app_with_failing_route()
+    response = app_500.test_client().get("/boom")
+
+    body = _assert_error(response, 500)
+    assert "Traceback" not in response.get_data(as_text=True) and "RuntimeError" not in str(body)
+
+
+def _app_with_failing_route():
+    from shop import create_app
+    from tests.conftest import test_config
+
+    app = create_app(test_config(TESTING=False))
+
+    @app.route("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    return app
+
+
+def test_openapi_document_lists_every_route_with_security(client, app):
+    spec = client.get("/api/openapi.json").get_json()
+
+    assert spec["openapi"].startswith("3.")
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    documented = set(spec["paths"])
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("api-docs."):
+            continue
+        path = rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}")
+        assert path in documented, f"{rule.rule} is not in the OpenAPI document"
+    me = spec["paths"]["/api/users/me/"]["get"]
+    assert me["summary"] and me["security"] == [{"bearerAuth": []}]
+    assert "401" in me["responses"]
+
+
+def test_swagger_ui_and_redoc_are_served(client):
+    assert client.get("/api/docs/").status_code == 200
+    assert client.get("/api/redoc/").status_code == 200
+
+
+def test_health(client):
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and "database" in ready.get_json()["checks"]
