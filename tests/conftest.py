@@ -62,7 +62,12 @@ def is_postgres(app: Flask) -> bool:
 def app() -> Iterator[Flask]:
     app = create_app(test_config())
     if is_postgres(app):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_size": 30, "max_overflow": 230, "pool_pre_ping": True}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+            "pool_size": 20,
+            "max_overflow": 20,
+            "pool_timeout": 60,
+            "pool_pre_ping": True,
+        }
     with app.app_context():
         db.drop_all()
         with db.engine.begin() as connection:

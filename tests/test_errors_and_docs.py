@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 ERROR_KEYS = {"code", "status", "message"}
@@ -73,7 +75,7 @@ def test_openapi_document_lists_every_route_with_security(client, app):
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith("api-docs."):
             continue
-        path = rule.rule.replace("<int:", "{").replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         assert path in documented, f"{rule.rule} is not in the OpenAPI document"
     me = spec["paths"]["/api/users/me/"]["get"]
     assert me["summary"] and me["security"] == [{"bearerAuth": []}]

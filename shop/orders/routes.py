@@ -1,7 +1,91 @@
-"""Orders endpoints."""
+"""Orders endpoints: parse, call the service, return what the schema dumps."""
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
+from typing import Any
+
+from flask import Response, current_app
+from flask.views import MethodView
+from flask_jwt_extended import current_user
+from flask_smorest import Blueprint, abort
+
+from shop.core.auth import auth
+from shop.core.idempotency import StoredResponse
+from shop.core.pagination import PAGINATE, page_of
+from shop.orders import services
+from shop.orders.models import Order
+from shop.orders.schemas import (
+    IdempotencyHeaderSchema,
+    OrderCreateSchema,
+    OrderQuerySchema,
+    OrderSchema,
+    OrderStatusSchema,
+)
 
 blp = Blueprint("orders", __name__, url_prefix="/api/orders", description="Orders")
+order_schema = OrderSchema()
+REPLAYED = {"Idempotent-Replayed": "true"}
+
+
+def render_order(order: Order) -> bytes:
+    return current_app.json.dumps(order_schema.dump(order)).encode()
+
+
+@blp.route("/")
+class Orders(MethodView):
+    @auth(blp)
+    @blp.arguments(IdempotencyHeaderSchema, location="headers", as_kwargs=True)
+    @blp.arguments(OrderCreateSchema)
+    @blp.response(201, OrderSchema)
+    @blp.alt_response(409, response="CONFLICT", description="Not enough stock, or the Idempotency-Key is in use")
+    def post(self, data: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        """Place an order: every item's stock is taken, or none"""
+        result = services.place_order(current_user, data["items"], idempotency_key=idempotency_key, render=render_order)
+        if isinstance(result, StoredResponse):
+            return Response(result.body, status=result.status_code, headers=REPLAYED, mimetype="application/json")
+        return result
+
+    @auth(blp)
+    @blp.arguments(OrderQuerySchema, location="query", as_kwargs=True)
+    @blp.response(200, OrderSchema(many=True))
+    @blp.paginate(**PAGINATE)
+    def get(self, pagination_parameters: Any, **filters: Any) -> Any:
+        """List my orders, newest first (staff: every order, filtered by user and status)"""
+        return page_of(
+            services.orders_query(current_user, username=filters.get("user"), status=filters.get("status")),
+            pagination_parameters,
+        )
+
+
+@blp.route("/<int(max=2147483647):order_id>/")
+class OrderDetail(MethodView):
+    @auth(blp)
+    @blp.response(200, OrderSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, order_id: int) -> Order:
+        """Read one of my orders (staff: any order)"""
+        return services.get_order(current_user, order_id)
+
+    @auth(blp)
+    @blp.arguments(OrderStatusSchema)
+    @blp.response(200, OrderSchema)
+    @blp.alt_response(403, response="FORBIDDEN")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT", description="Not the next status of the lifecycle")
+    def patch(self, data: dict[str, Any], order_id: int) -> Order:
+        """Move an order to its next status (staff): pending → paid → shipped → completed"""
+        order = services.get_order(current_user, order_id)
+        if not current_user.is_staff:
+            abort(403, message="Staff only.")
+        return services.change_status(current_user, order.id, data["status"])
+
+
+@blp.route("/<int(max=2147483647):order_id>/cancel/")
+class OrderCancel(MethodView):
+    @auth(blp)
+    @blp.response(200, OrderSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT", description="The order can no longer be cancelled")
+    def post(self, order_id: int) -> Order:
+        """Cancel an order and return its stock (owner while pending; staff while pending or paid)"""
+        return services.cancel_order(current_user, order_id)
