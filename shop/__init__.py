@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import os
 from typing import Any
 
 from flask import Flask
@@ -27,7 +27,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 def register_extensions(app: Flask) -> None:
     """Bind every extension of `shop.extensions` to the app."""
     from shop import models  # noqa: F401 - every table known before migrate and create_all
+    from shop.core.devtools import init_devtools
     from shop.core.jsonprovider import OrjsonProvider
+    from shop.core.metrics import connect_celery_metrics
+    from shop.core.metrics import init_app as init_shop_metrics
     from shop.extensions import api, cache, cors, db, jwt, limiter, metrics, migrate
     from shop.tasks import celery_init_app
 
@@ -42,7 +45,10 @@ def register_extensions(app: Flask) -> None:
     limiter.init_app(app)
     cors.init_app(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}}, supports_credentials=False)
     metrics.init_app(app)
+    init_shop_metrics(app)
+    connect_celery_metrics()
     celery_init_app(app)
+    init_devtools(app)  # development only: Server-Timing and the SQL statement budget
 
 
 def register_blueprints(app: Flask) -> None:
@@ -78,6 +84,8 @@ def register_commands(app: Flask) -> None:
 
 
 def configure_logger(app: Flask) -> None:
-    """Log to stderr at INFO, once."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """JSON lines on stdout at LOG_LEVEL, each request with its id and one access line."""
+    from shop.core.logging import configure_json_logging, init_request_logging
+
+    configure_json_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
+    init_request_logging(app)

@@ -128,6 +128,8 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "MAIL_USERNAME": env.get("MAIL_USERNAME") or None,
         "MAIL_PASSWORD": env.get("MAIL_PASSWORD") or None,
         "MAIL_DEFAULT_SENDER": env.get("MAIL_DEFAULT_SENDER", "shop@localhost"),
+        # Development: Server-Timing on every response, a warning over this many SQL statements a request
+        "DEV_QUERY_BUDGET": _int(env, "DEV_QUERY_BUDGET", 20),
     }
     return config
 
