@@ -13,6 +13,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 from shop.core.api import ShopApi
+from shop.core.metrics import LATENCY_BUCKETS
 from shop.core.ratelimit import default_limit, rate_limit_key
 
 # Stable constraint names, so migrations are the same on SQLite and PostgreSQL.
@@ -36,4 +37,7 @@ jwt = JWTManager()
 cache = Cache()
 cors = CORS()
 limiter = Limiter(key_func=rate_limit_key, default_limits=[default_limit])
-metrics = PrometheusMetrics.for_app_factory(path=None, group_by="url_rule")
+# HTTP metrics by route rule and status; /metrics itself (Prometheus scrapes) is not traffic.
+metrics = PrometheusMetrics.for_app_factory(
+    path=None, group_by="url_rule", buckets=LATENCY_BUCKETS, excluded_paths=["^/metrics$"]
+)

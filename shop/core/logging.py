@@ -1,0 +1,102 @@
+"""JSON log lines on stdout, each request's with its id: one access line per request.
+
+The request id is the client's (or Nginx's) `X-Request-ID` when it is a sane token, else a new
+one; it is echoed in the response and carried by every log line written while the request runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Flask, Response, g, has_request_context, request
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+access_log = logging.getLogger("shop.access")
+
+# LogRecord's own attributes: everything else on a record came in through `extra=`.
+_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, and any `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if has_request_context() and "request_id" in g:
+            line["request_id"] = g.request_id
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS:
+                line[key] = value
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def configure_json_logging(level: int | str = logging.INFO) -> None:
+    """Send every logger's lines to stdout as JSON, unless something (pytest, a host) already handles them."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def request_id_from(header: str | None) -> str:
+    if header and _SANE_REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def _start_request() -> None:
+    g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    g.request_started = time.perf_counter()
+
+
+def _user_id() -> str | None:
+    """The user of a verified access token, when the view checked one."""
+    claims = g.get("_jwt_extended_jwt")
+    return str(claims["sub"]) if claims and "sub" in claims else None
+
+
+def _finish_request(response: Response) -> Response:
+    request_id = g.get("request_id") or request_id_from(None)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    started = g.get("request_started")
+    access_log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+            "user_id": _user_id(),
+            "remote_addr": request.remote_addr,
+            "pid": os.getpid(),
+        },
+    )
+    return response
+
+
+def init_request_logging(app: Flask) -> None:
+    """Give every request an id and write its access line; registered first so it times the whole request."""
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
