@@ -34,9 +34,21 @@ run: migrate ## Serve the API on http://127.0.0.1:8000 with demo data (embedded 
 test: install ## Run the whole test suite with coverage
 	$(BIN)/python -m pytest --cov=shop --cov-report=term-missing:skip-covered --cov-fail-under=90
 
-lint: install ## ruff check and ruff format --check
+# What git tracks, as pre-commit passes it to a hook: every file, and the text (non-binary) ones.
+TRACKED := git ls-files -z --
+TEXT := git grep -zIl '' --
+
+lint: install ## The checks of .pre-commit-config.yaml, without pre-commit: ruff, file hygiene, workflow schema
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(TRACKED) '*.yaml' '*.yml' | xargs -0r $(BIN)/check-yaml
+	$(TRACKED) '*.json' | xargs -0r $(BIN)/check-json
+	$(TRACKED) '*.toml' | xargs -0r $(BIN)/check-toml
+	$(TEXT) | xargs -0r $(BIN)/end-of-file-fixer
+	$(TEXT) | xargs -0r $(BIN)/trailing-whitespace-fixer --markdown-linebreak-ext=md
+	$(TRACKED) | xargs -0r $(BIN)/check-added-large-files --maxkb=500 --enforce-all
+	$(TEXT) | xargs -0r $(BIN)/detect-private-key
+	$(TRACKED) '.github/workflows/*.yml' '.github/workflows/*.yaml' | xargs -0r $(BIN)/check-jsonschema --builtin-schema vendor.github-workflows
 
 format: install ## Format and fix what ruff can
 	$(BIN)/ruff format .
