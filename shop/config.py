@@ -117,10 +117,10 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         # CORS
         "CORS_ORIGINS": [o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()],
         # Background work
-        "CELERY": {
-            "broker_url": broker_url,
-            "task_always_eager": broker_url is None,
-        },
+        "CELERY": celery_config(broker_url, env),
+        "EMAIL_MAX_RETRIES": _int(env, "EMAIL_MAX_RETRIES", 5),
+        "EMAIL_RETRY_BACKOFF_MAX": _int(env, "EMAIL_RETRY_BACKOFF_MAX", 300),
+        "OUTBOX_GRACE_SECONDS": _int(env, "OUTBOX_GRACE_SECONDS", 30),
         # Mail
         "MAIL_SERVER": env.get("MAIL_SERVER") or None,
         "MAIL_PORT": _int(env, "MAIL_PORT", 25),
@@ -132,6 +132,32 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "DEV_QUERY_BUDGET": _int(env, "DEV_QUERY_BUDGET", 20),
     }
     return config
+
+
+def celery_config(broker_url: str | None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Celery settings: at-least-once delivery that never hangs a request when the broker is down."""
+    env = dict(os.environ if env is None else env)
+    relay_seconds = _int(env, "OUTBOX_RELAY_SECONDS", 10)
+    return {
+        "broker_url": broker_url,
+        # With no broker, tasks run in-process right after the order commits.
+        "task_always_eager": broker_url is None,
+        "task_ignore_result": True,
+        # A task is acknowledged when it finishes; a worker that dies leaves it to be redelivered.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"confirm_publish": True},
+        "broker_connection_timeout": 2,
+        "broker_connection_retry_on_startup": True,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "relay-email-outbox": {"task": "shop.orders.tasks.relay_outbox", "schedule": float(relay_seconds)},
+            "purge-expired-keys-and-tokens": {"task": "shop.orders.tasks.purge_expired", "schedule": 3600.0},
+        },
+    }
 
 
 def _engine_options(database_url: str, env: dict[str, str]) -> dict[str, Any]:

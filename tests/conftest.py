@@ -33,7 +33,7 @@ def need_service(name: str, value: str | None) -> str:
     pytest.skip(message)
 
 
-def test_config(**overrides: Any) -> dict[str, Any]:
+def app_config(**overrides: Any) -> dict[str, Any]:
     """The app config of the test run: its own database, cheap password hashes, limits off."""
     config: dict[str, Any] = {
         "TESTING": True,
@@ -60,7 +60,7 @@ def is_postgres(app: Flask) -> bool:
 
 @pytest.fixture(scope="session")
 def app() -> Iterator[Flask]:
-    app = create_app(test_config())
+    app = create_app(app_config())
     if is_postgres(app):
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
             "pool_size": 20,

@@ -31,7 +31,7 @@ def _dispose(app: Flask) -> None:
 
 @pytest.fixture(scope="module")
 def dev_app() -> Iterator[Flask]:
-    app = create_app(conftest.test_config(APP_ENV="development", DEV_QUERY_BUDGET=20))
+    app = create_app(conftest.app_config(APP_ENV="development", DEV_QUERY_BUDGET=20))
 
     @app.route("/cache-twice")
     def cache_twice() -> dict[str, Any]:
@@ -108,7 +108,7 @@ def test_production_sends_no_server_timing_and_installs_nothing(monkeypatch, use
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("SECRET_KEY", "a-production-secret-for-this-test-0123456789")
     monkeypatch.setenv("JWT_SECRET_KEY", "another-production-secret-for-this-test-987")
-    app = create_app(conftest.test_config())
+    app = create_app(conftest.app_config())
     try:
         assert app.config["APP_ENV"] == "production"
         client = app.test_client()

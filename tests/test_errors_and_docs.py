@@ -55,9 +55,9 @@ def test_unhandled_exception_is_500_json_without_traceback(app):
 
 def _app_with_failing_route():
     from shop import create_app
-    from tests.conftest import test_config
+    from tests.conftest import app_config
 
-    app = create_app(test_config(TESTING=False))
+    app = create_app(app_config(TESTING=False))
 
     @app.route("/boom")
     def boom():

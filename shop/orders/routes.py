@@ -12,9 +12,11 @@ from flask_smorest import Blueprint, abort
 from shop.core.auth import auth
 from shop.core.idempotency import StoredResponse
 from shop.core.pagination import PAGINATE, page_of
-from shop.orders import services
+from shop.orders import emails, services
 from shop.orders.models import Order
 from shop.orders.schemas import (
+    EmailOutboxQuerySchema,
+    EmailOutboxSchema,
     IdempotencyHeaderSchema,
     OrderCreateSchema,
     OrderQuerySchema,
@@ -89,3 +91,14 @@ class OrderCancel(MethodView):
     def post(self, order_id: int) -> Order:
         """Cancel an order and return its stock (owner while pending; staff while pending or paid)"""
         return services.cancel_order(current_user, order_id)
+
+
+@blp.route("/emails/")
+class Emails(MethodView):
+    @auth(blp, staff=True)
+    @blp.arguments(EmailOutboxQuerySchema, location="query", as_kwargs=True)
+    @blp.response(200, EmailOutboxSchema(many=True))
+    @blp.paginate(**PAGINATE)
+    def get(self, pagination_parameters: Any, status: str | None = None) -> Any:
+        """List order confirmation emails and their delivery state (staff), oldest first"""
+        return page_of(emails.outbox_query(status), pagination_parameters)

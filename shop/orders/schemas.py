@@ -67,3 +67,18 @@ class OrderQuerySchema(ma.Schema):
 
 class OrderStatusSchema(StrictSchema):
     status = fields.Enum(OrderStatus, by_value=True, required=True)
+
+
+class EmailOutboxSchema(ma.Schema):
+    """An order's confirmation email as staff see it: sent, pending (with its last error), or failed."""
+
+    order_id = fields.Integer()
+    status = fields.String()
+    attempts = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    created_at = UTCDateTimeField()
+    sent_at = UTCDateTimeField(allow_none=True)
+
+
+class EmailOutboxQuerySchema(ma.Schema):
+    status = fields.String(validate=validate.OneOf(["pending", "sent", "failed"]))
