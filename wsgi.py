@@ -1,5 +1,11 @@
 """Entry point for gunicorn (`wsgi:app`) and the flask CLI (`flask --app wsgi`)."""
 
-from shop import create_app
+import sys
 
-app = create_app()
+from shop import create_app
+from shop.config import ConfigError
+
+try:
+    app = create_app()
+except ConfigError as exc:
+    sys.exit(f"shop: configuration error: {exc}")
