@@ -13,6 +13,7 @@ from shop.orders.models import EmailOutbox, Order, OrderItem
 from shop.products.models import Product
 from tests.conftest import bearer, token_for
 from tests.factories import make_category, make_product, make_user
+from tests.querycount import count_statements
 
 
 @pytest.fixture
@@ -340,3 +341,25 @@ def test_order_total_is_exact_for_many_cents(client, app, user_headers):
     assert body["total"] == "0.30"
     with app.app_context():
         assert db.session.get(Order, body["id"]).total == Decimal("0.30")
+
+
+@pytest.mark.parametrize("path", ["/api/orders/", "/api/orders/?page_size=100"])
+def test_listing_costs_the_same_statements_for_1_or_many_orders(client, app, user_headers, path):
+    with app.app_context():
+        category = make_category()
+        ids = [make_product(category, stock=1000).id for _ in range(3)]
+    lines = [{"product_id": pid, "quantity": 1} for pid in ids]
+
+    def statements_for_listing() -> int:
+        with count_statements(app) as statements:
+            assert client.get(path, headers=user_headers).status_code == 200
+        return len(statements)
+
+    _order(client, user_headers, lines)
+    one = statements_for_listing()
+    for _ in range(24):
+        _order(client, user_headers, lines)
+    many = statements_for_listing()
+
+    assert many == one
+    assert one <= 6  # token user and blocklist, count, page, items with their products
