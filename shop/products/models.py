@@ -29,6 +29,15 @@ class Product(db.Model):
         Index("ix_products_visible_price", "hidden", "price"),
         Index("ix_products_visible_created", "hidden", "created_at"),
         Index("ix_products_visible_name", "hidden", "name"),
+        # `search` is ILIKE '%text%' on name or description: trigram GIN indexes on PostgreSQL
+        # (migration 0002); elsewhere the options are ignored and these are plain indexes.
+        Index("ix_products_name_trgm", "name", postgresql_using="gin", postgresql_ops={"name": "gin_trgm_ops"}),
+        Index(
+            "ix_products_description_trgm",
+            "description",
+            postgresql_using="gin",
+            postgresql_ops={"description": "gin_trgm_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

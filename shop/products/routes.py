@@ -1,8 +1,149 @@
-"""Catalog endpoints."""
+"""Catalog endpoints: parse, call the service, return what the schema dumps.
+
+Public reads are served through the response cache (`cached_response`, outermost so a hit skips
+parsing, SQL and serialization); a token is neither needed nor looked at, since every client sees
+the same catalog. Staff writes invalidate that cache in the service.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+from flask import Response
+from flask.views import MethodView
 from flask_smorest import Blueprint
+
+from shop.core.auth import auth
+from shop.core.cache import cached_response
+from shop.core.pagination import PAGINATE
+from shop.products import services
+from shop.products.models import Category, Product
+from shop.products.schemas import (
+    PAGE_PARAMS,
+    PRODUCT_LIST_PARAMS,
+    CategorySchema,
+    CategoryUpdateSchema,
+    ProductCreateSchema,
+    ProductQuerySchema,
+    ProductReplaceSchema,
+    ProductSchema,
+    ProductUpdateSchema,
+    StockAdjustmentSchema,
+)
 
 categories_blp = Blueprint("categories", __name__, url_prefix="/api/categories", description="Product categories")
 products_blp = Blueprint("products", __name__, url_prefix="/api/products", description="Products and stock")
+
+ID = "<int(max=2147483647):{}>"
+
+
+def json_bytes(data: Any) -> Response:
+    """A JSON response of data already in its dumped shape."""
+    return Response(orjson.dumps(data), mimetype="application/json")
+
+
+@categories_blp.route("/")
+class Categories(MethodView):
+    @cached_response("categories", PAGE_PARAMS)
+    @categories_blp.response(200, CategorySchema(many=True))
+    @categories_blp.paginate(**PAGINATE)
+    def get(self, pagination_parameters: Any) -> Any:
+        """List categories"""
+        return services.list_categories(pagination_parameters)
+
+    @auth(categories_blp, staff=True)
+    @categories_blp.arguments(CategorySchema)
+    @categories_blp.response(201, CategorySchema)
+    def post(self, data: dict[str, Any]) -> Category:
+        """Create a category (staff)"""
+        return services.create_category(data)
+
+
+@categories_blp.route(f"/{ID.format('category_id')}/")
+class CategoryDetail(MethodView):
+    @cached_response("category")
+    @categories_blp.response(200, CategorySchema)
+    @categories_blp.alt_response(404, response="NOT_FOUND")
+    def get(self, category_id: int) -> Category:
+        """Read a category"""
+        return services.get_category(category_id)
+
+    @auth(categories_blp, staff=True)
+    @categories_blp.arguments(CategoryUpdateSchema)
+    @categories_blp.response(200, CategorySchema)
+    @categories_blp.alt_response(404, response="NOT_FOUND")
+    def patch(self, changes: dict[str, Any], category_id: int) -> Category:
+        """Change a category's name or description (staff)"""
+        return services.update_category(category_id, changes)
+
+    @auth(categories_blp, staff=True)
+    @categories_blp.response(204)
+    @categories_blp.alt_response(404, response="NOT_FOUND")
+    @categories_blp.alt_response(409, response="CONFLICT", description="The category still has products")
+    def delete(self, category_id: int) -> None:
+        """Delete an empty category (staff)"""
+        services.delete_category(category_id)
+
+
+@products_blp.route("/")
+class Products(MethodView):
+    @cached_response("products", PRODUCT_LIST_PARAMS)
+    @products_blp.arguments(ProductQuerySchema, location="query")
+    @products_blp.response(200, ProductSchema(many=True))
+    @products_blp.paginate(**PAGINATE)
+    def get(self, filters: dict[str, Any], pagination_parameters: Any) -> Response:
+        """List products, filtered and ordered"""
+        return json_bytes(services.list_products(filters, pagination_parameters))
+
+    @auth(products_blp, staff=True)
+    @products_blp.arguments(ProductCreateSchema)
+    @products_blp.response(201, ProductSchema)
+    def post(self, data: dict[str, Any]) -> Product:
+        """Add a product (staff)"""
+        return services.create_product(data)
+
+
+@products_blp.route(f"/{ID.format('product_id')}/")
+class ProductDetail(MethodView):
+    @cached_response("product")
+    @products_blp.response(200, ProductSchema)
+    @products_blp.alt_response(404, response="NOT_FOUND")
+    def get(self, product_id: int) -> Response:
+        """Read a product"""
+        return json_bytes(services.product_detail(product_id))
+
+    @auth(products_blp, staff=True)
+    @products_blp.arguments(ProductReplaceSchema)
+    @products_blp.response(200, ProductSchema)
+    @products_blp.alt_response(404, response="NOT_FOUND")
+    def put(self, data: dict[str, Any], product_id: int) -> Product:
+        """Replace a product's fields (staff)"""
+        return services.update_product(product_id, data)
+
+    @auth(products_blp, staff=True)
+    @products_blp.arguments(ProductUpdateSchema)
+    @products_blp.response(200, ProductSchema)
+    @products_blp.alt_response(404, response="NOT_FOUND")
+    def patch(self, changes: dict[str, Any], product_id: int) -> Product:
+        """Change some of a product's fields, stock included (staff)"""
+        return services.update_product(product_id, changes)
+
+    @auth(products_blp, staff=True)
+    @products_blp.response(204)
+    @products_blp.alt_response(404, response="NOT_FOUND")
+    def delete(self, product_id: int) -> None:
+        """Remove a product from the catalog (staff); orders that hold it still show it"""
+        services.hide_product(product_id)
+
+
+@products_blp.route(f"/{ID.format('product_id')}/stock/")
+class ProductStock(MethodView):
+    @auth(products_blp, staff=True)
+    @products_blp.arguments(StockAdjustmentSchema)
+    @products_blp.response(200, ProductSchema)
+    @products_blp.alt_response(404, response="NOT_FOUND")
+    @products_blp.alt_response(409, response="CONFLICT", description="The stock would go below zero")
+    def post(self, data: dict[str, Any], product_id: int) -> Product:
+        """Adjust the stock by a delta, atomically (staff): goods received, corrections"""
+        return services.adjust_stock(product_id, data["delta"])

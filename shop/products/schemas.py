@@ -1,27 +1,150 @@
-"""What the catalog endpoints accept and answer."""
+"""What the catalog endpoints accept and answer.
+
+Each rule a request body or query must keep is written as a validator the OpenAPI document can
+state (length, range, pattern, enum), so what the document promises is exactly what is accepted.
+"""
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
+import marshmallow as ma
 from marshmallow import fields, validate
 
-from shop.core.schemas import StrictSchema, UTCDateTimeField
+from shop.core.schemas import MAX_ID, Id, StrictSchema, UTCDateTimeField
+
+MAX_STOCK = 2**31 - 1
+CENT = Decimal("0.01")
+# Money travels as a decimal string with at most two places that fits Numeric(10, 2).
+MONEY = validate.Regexp(r"^(0|[1-9][0-9]{0,7})(\.[0-9]{1,2})?$", error='A price is a string such as "25.99".')
+# PostgreSQL refuses NUL in text; refusing it here makes it a 422 rather than a database error.
+NO_NUL = validate.Regexp(r"^[^\x00]*$", error="Text may not contain NUL characters.")
+# An http(s) URL the server stores and never fetches.
+IMAGE_URL = validate.Regexp(
+    r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[!-~]*)?$",
+    error="An image is an http:// or https:// URL.",
+)
+ORDERINGS = ("id", "name", "price", "created_at")
+ORDERING_CHOICES = [*ORDERINGS, *(f"-{name}" for name in ORDERINGS)]
+
+
+class Money(fields.String):
+    """A price: `"25.99"` in and out, a two-place Decimal inside."""
+
+    def __init__(self, *, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(validate=MONEY, metadata={"example": "25.99", **(metadata or {})}, **kwargs)
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else format(value, ".2f")
+
+
+def _to_decimal(data: dict[str, Any], *names: str) -> dict[str, Any]:
+    """Turn validated money strings into two-place Decimals (after the validators, which see the text)."""
+    for name in names:
+        if data.get(name) is not None:
+            data[name] = Decimal(data[name].strip()).quantize(CENT)
+    return data
 
 
 class CategorySchema(StrictSchema):
     id = fields.Integer(dump_only=True)
-    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=100), NO_NUL])
+    description = fields.String(load_default="", validate=[validate.Length(max=2000), NO_NUL])
+
+
+class CategoryUpdateSchema(StrictSchema):
+    name = fields.String(validate=[validate.Length(min=1, max=100), NO_NUL])
+    description = fields.String(validate=[validate.Length(max=2000), NO_NUL])
 
 
 class ProductSchema(StrictSchema):
     """A product as clients see it: the seed's C2 shape, with its category nested."""
 
     id = fields.Integer(dump_only=True)
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    description = fields.String(load_default="", validate=validate.Length(max=5000))
-    price = fields.Decimal(required=True, places=2, as_string=True, validate=validate.Range(min=0, max=99_999_999.99))
-    stock = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
-    image = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, validate=validate.Length(max=500))
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), NO_NUL])
+    description = fields.String(load_default="", validate=[validate.Length(max=5000), NO_NUL])
+    price = Money(required=True)
+    stock = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=MAX_STOCK))
+    image = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
     category = fields.Nested(CategorySchema, dump_only=True)
     created_at = UTCDateTimeField(dump_only=True)
     updated_at = UTCDateTimeField(dump_only=True)
+
+
+class ProductCreateSchema(StrictSchema):
+    """A new product: name, price and category are required."""
+
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), NO_NUL])
+    description = fields.String(load_default="", validate=[validate.Length(max=5000), NO_NUL])
+    price = Money(required=True)
+    stock = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=MAX_STOCK))
+    image = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
+    category_id = Id(required=True)
+
+    @ma.post_load
+    def money(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return _to_decimal(data, "price")
+
+
+class ProductReplaceSchema(ProductCreateSchema):
+    """PUT: every writable field, so nothing is reset by omission."""
+
+    description = fields.String(required=True, validate=[validate.Length(max=5000), NO_NUL])
+    stock = fields.Integer(strict=True, required=True, validate=validate.Range(min=0, max=MAX_STOCK))
+    image = fields.String(required=True, allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
+
+
+class ProductUpdateSchema(StrictSchema):
+    """PATCH: any writable field; what is absent stays as it is."""
+
+    name = fields.String(validate=[validate.Length(min=1, max=200), NO_NUL])
+    description = fields.String(validate=[validate.Length(max=5000), NO_NUL])
+    price = Money()
+    stock = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_STOCK))
+    image = fields.String(allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
+    category_id = Id()
+
+    @ma.post_load
+    def money(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return _to_decimal(data, "price")
+
+
+class StockAdjustmentSchema(StrictSchema):
+    delta = fields.Integer(
+        strict=True,
+        required=True,
+        validate=validate.Range(min=-MAX_STOCK, max=MAX_STOCK),
+        metadata={"description": "Units to add (goods received) or, when negative, to remove."},
+    )
+
+
+class ProductQuerySchema(ma.Schema):
+    """Filters and order of the product list (page and page_size come from the pagination)."""
+
+    category = fields.Integer(validate=validate.Range(min=1, max=MAX_ID), metadata={"description": "Category id."})
+    search = fields.String(
+        validate=[validate.Length(max=100), NO_NUL],
+        metadata={"description": "Case-insensitive text in the name or description."},
+    )
+    min_price = Money(metadata={"description": "Lowest price, inclusive."})
+    max_price = Money(metadata={"description": "Highest price, inclusive."})
+    in_stock = fields.Boolean(
+        truthy={"true"},
+        falsy={"false"},
+        metadata={"description": "true: only products in stock; false: only sold out."},
+    )
+    ordering = fields.String(
+        load_default="id",
+        validate=validate.OneOf(ORDERING_CHOICES),
+        metadata={"description": "Sort key, descending with a leading '-'."},
+    )
+
+    @ma.post_load
+    def money(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return _to_decimal(data, "min_price", "max_price")
+
+
+# Query parameters that select a product list page: the response cache keys on these alone.
+PRODUCT_LIST_PARAMS = ("page", "page_size", *ProductQuerySchema().fields)
+PAGE_PARAMS = ("page", "page_size")

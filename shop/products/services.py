@@ -1,0 +1,232 @@
+"""The rules of the catalog: what a list shows, how products and categories change, and stock.
+
+Reads select only the columns a client sees, product and category in one statement, and turn
+rows straight into the dumped shape (`product_view`); writes commit, then invalidate the catalog's
+response cache, so the next GET sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Row, Select, cast, false, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shop.core.cache import invalidate_catalog
+from shop.core.errors import Conflict, NotFound, ValidationFailed
+from shop.extensions import db
+from shop.products.models import Category, Product
+from shop.products.schemas import MAX_STOCK
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+ORDER_COLUMNS = {"id": Product.id, "name": Product.name, "price": Product.price, "created_at": Product.created_at}
+VIEW_COLUMNS = (
+    Product.id,
+    Product.name,
+    Product.description,
+    Product.price,
+    Product.stock,
+    Product.image,
+    Product.created_at,
+    Product.updated_at,
+    Category.id.label("category_id"),
+    Category.name.label("category_name"),
+    Category.description.label("category_description"),
+)
+VISIBLE = Product.hidden == false()
+
+
+def product_view(row: Row[Any]) -> dict[str, Any]:
+    """A product in ProductSchema's dumped shape, from a row of VIEW_COLUMNS (tests hold the two equal)."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "price": format(row.price, ".2f"),
+        "stock": row.stock,
+        "image": row.image,
+        "category": {"id": row.category_id, "name": row.category_name, "description": row.category_description},
+        "created_at": row.created_at.strftime(TIME_FORMAT),
+        "updated_at": row.updated_at.strftime(TIME_FORMAT),
+    }
+
+
+def _views() -> Select[Any]:
+    return select(*VIEW_COLUMNS).join(Category, Category.id == Product.category_id)
+
+
+# Reads
+
+
+def list_products(filters: dict[str, Any], pagination: Any) -> list[dict[str, Any]]:
+    """One page of visible products: a count and a page, two statements whatever the page size."""
+    conditions = _conditions(filters)
+    pagination.item_count = db.session.scalar(select(func.count()).select_from(Product).where(*conditions))
+    if pagination.first_item >= pagination.item_count:
+        return []  # past the end: no page query (and no OFFSET beyond what the database can count)
+    ordering = filters.get("ordering", "id")
+    column = ORDER_COLUMNS[ordering.lstrip("-")]
+    # The id breaks ties, in the same direction, so pages never overlap or skip a product.
+    keys = [column] if column is Product.id else [column, Product.id]
+    order = [key.desc() if ordering.startswith("-") else key.asc() for key in keys]
+    query = _views().where(*conditions).order_by(*order)
+    rows = db.session.execute(query.limit(pagination.page_size).offset(pagination.first_item))
+    return [product_view(row) for row in rows]
+
+
+def _conditions(filters: dict[str, Any]) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [VISIBLE]
+    if "category" in filters:
+        conditions.append(Product.category_id == filters["category"])
+    if filters.get("search"):
+        # ILIKE on each column: PostgreSQL answers it from the trigram indexes (migration 0002).
+        pattern = "%" + _escape_like(filters["search"]) + "%"
+        conditions.append(
+            or_(Product.name.ilike(pattern, escape="\\"), Product.description.ilike(pattern, escape="\\"))
+        )
+    if filters.get("min_price") is not None:
+        conditions.append(Product.price >= filters["min_price"])
+    if filters.get("max_price") is not None:
+        conditions.append(Product.price <= filters["max_price"])
+    if filters.get("in_stock") is True:
+        conditions.append(Product.stock > 0)
+    elif filters.get("in_stock") is False:
+        conditions.append(Product.stock == 0)
+    return conditions
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def product_detail(product_id: int) -> dict[str, Any]:
+    """One visible product in its dumped shape; a hidden or unknown one is a 404."""
+    row = db.session.execute(_views().where(Product.id == product_id, VISIBLE)).first()
+    if row is None:
+        raise NotFound("No such product.")
+    return product_view(row)
+
+
+def get_product(product_id: int) -> Product:
+    product = db.session.get(Product, product_id)
+    if product is None or product.hidden:
+        raise NotFound("No such product.")
+    return product
+
+
+def list_categories(pagination: Any) -> Sequence[Category]:
+    pagination.item_count = db.session.scalar(select(func.count()).select_from(Category))
+    if pagination.first_item >= pagination.item_count:
+        return []
+    query = select(Category).order_by(Category.id).limit(pagination.page_size).offset(pagination.first_item)
+    return db.session.scalars(query).all()
+
+
+def get_category(category_id: int) -> Category:
+    category = db.session.get(Category, category_id)
+    if category is None:
+        raise NotFound("No such category.")
+    return category
+
+
+# Writes: each commits once, then invalidates the cached catalog.
+
+
+def create_product(data: dict[str, Any]) -> Product:
+    product = Product(**_with_category(data))
+    db.session.add(product)
+    _commit({"category_id": ["No such category."]})
+    return product
+
+
+def update_product(product_id: int, changes: dict[str, Any]) -> Product:
+    """PATCH (some fields) or PUT (all of them): the same rule, the schema decides which."""
+    product = get_product(product_id)
+    for name, value in _with_category(changes).items():
+        setattr(product, name, value)
+    _commit({"category_id": ["No such category."]})
+    return product
+
+
+def hide_product(product_id: int) -> None:
+    """Take a product out of the catalog; orders that hold it still show it."""
+    get_product(product_id).hidden = True
+    _commit()
+
+
+def adjust_stock(product_id: int, delta: int) -> Product:
+    """Add `delta` to the stock in one statement, so concurrent adjustments and orders never lose one."""
+    new_stock = cast(Product.stock, BigInteger) + delta  # no int4 overflow while checking the bounds
+    result = db.session.execute(
+        update(Product)
+        .where(Product.id == product_id, VISIBLE, new_stock >= 0, new_stock <= MAX_STOCK)
+        .values(stock=Product.stock + delta)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        product = get_product(product_id)
+        if product.stock + delta < 0:
+            raise Conflict(
+                "Not enough stock for this adjustment.",
+                {"stock": [f"{product.stock} in stock; cannot remove {-delta}."]},
+            )
+        raise Conflict("The stock would exceed its maximum.", {"stock": [f"At most {MAX_STOCK} units."]})
+    db.session.commit()
+    invalidate_catalog()
+    return get_product(product_id)
+
+
+def create_category(data: dict[str, Any]) -> Category:
+    _check_category_name(data["name"])
+    category = Category(**data)
+    db.session.add(category)
+    _commit({"name": ["A category with this name exists."]})
+    return category
+
+
+def update_category(category_id: int, changes: dict[str, Any]) -> Category:
+    category = get_category(category_id)
+    if "name" in changes and changes["name"] != category.name:
+        _check_category_name(changes["name"])
+    for name, value in changes.items():
+        setattr(category, name, value)
+    _commit({"name": ["A category with this name exists."]})
+    return category
+
+
+def delete_category(category_id: int) -> None:
+    """Delete an empty category; one that still holds products (hidden ones too) is a 409."""
+    category = get_category(category_id)
+    if db.session.scalar(select(Product.id).where(Product.category_id == category.id).limit(1)) is not None:
+        raise Conflict("The category still has products.")
+    db.session.delete(category)
+    try:
+        db.session.commit()
+    except IntegrityError as exc:  # a product was added to it meanwhile
+        db.session.rollback()
+        raise Conflict("The category still has products.") from exc
+    invalidate_catalog()
+
+
+def _with_category(data: dict[str, Any]) -> dict[str, Any]:
+    """Check `category_id` names a category (422 otherwise) before the write."""
+    if "category_id" in data and db.session.get(Category, data["category_id"]) is None:
+        raise ValidationFailed("Invalid category.", {"category_id": ["No such category."]})
+    return data
+
+
+def _check_category_name(name: str) -> None:
+    if db.session.scalar(select(Category.id).where(Category.name == name)) is not None:
+        raise ValidationFailed("Invalid category.", {"name": ["A category with this name exists."]})
+
+
+def _commit(conflict_errors: dict[str, list[str]] | None = None) -> None:
+    """Commit; a constraint broken by a concurrent writer becomes the same 422 as the pre-check."""
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise ValidationFailed("Invalid data.", conflict_errors or {}) from exc
+    invalidate_catalog()
