@@ -9,6 +9,7 @@ import socketserver
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,8 @@ def _render(prefix: Path, cert: Path, key: Path, upstreams: list[str], **extra: 
     return config, ports
 
 
-@pytest.fixture
-def edge(app: Flask, tmp_path: Path) -> Iterator[Edge]:
+@contextmanager
+def _edge(app: Flask, work: Path) -> Iterator[Edge]:
     """Nginx with TLS → two gunicorn instances (2 workers each) sharing the test database."""
     nginx = need_binary("nginx")
     database_url = app.config["SQLALCHEMY_DATABASE_URI"]
@@ -86,8 +87,8 @@ def edge(app: Flask, tmp_path: Path) -> Iterator[Edge]:
     with nginx_prefix() as prefix:
         try:
             for port in app_ports:
-                env = gunicorn_env(database_url, tmp_path / f"metrics-{port}")
-                apps[port] = start_gunicorn(port, 2, env, tmp_path / f"gunicorn-{port}.log")
+                env = gunicorn_env(database_url, work / f"metrics-{port}")
+                apps[port] = start_gunicorn(port, 2, env, work / f"gunicorn-{port}.log")
             cert, key = make_certificate(prefix / "tls")
             config, ports = _render(prefix, cert, key, [f"127.0.0.1:{port}" for port in app_ports])
             server = start_nginx(nginx, prefix, config, list(ports.values()))
@@ -96,6 +97,20 @@ def edge(app: Flask, tmp_path: Path) -> Iterator[Edge]:
         finally:
             for instance in apps.values():
                 instance.stop()
+
+
+@pytest.fixture(scope="module")
+def edge(app: Flask, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    """One stack for the tests that leave it as they found it."""
+    with _edge(app, tmp_path_factory.mktemp("edge")) as stack:
+        yield stack
+
+
+@pytest.fixture
+def own_edge(app: Flask, tmp_path: Path) -> Iterator[Edge]:
+    """A stack of the test's own, for a test that breaks it."""
+    with _edge(app, tmp_path) as stack:
+        yield stack
 
 
 def test_the_rendered_config_passes_nginx_t(tmp_path: Path) -> None:
@@ -224,7 +239,8 @@ def test_both_instances_receive_traffic(edge: Edge) -> None:
     assert sum(served.values()) == 40
 
 
-def test_gets_keep_succeeding_when_an_instance_is_killed_mid_run(edge: Edge) -> None:
+def test_gets_keep_succeeding_when_an_instance_is_killed_mid_run(own_edge: Edge) -> None:
+    edge = own_edge
     victim_port, victim = next(iter(edge.apps.items()))
     statuses = []
     with requests.Session() as session:
