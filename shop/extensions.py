@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from shop.core.api import ShopApi
 from shop.core.metrics import LATENCY_BUCKETS
-from shop.core.ratelimit import default_limit, rate_limit_key
+from shop.core.ratelimit import API_LIMIT, STRATEGY, is_exempt, rate_limit_key
 
 # Stable constraint names, so migrations are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -36,7 +36,9 @@ api = ShopApi()
 jwt = JWTManager()
 cache = Cache()
 cors = CORS()
-limiter = Limiter(key_func=rate_limit_key, default_limits=[default_limit])
+# One limit a request (per user, else per IP; see shop.core.ratelimit), none on operations routes.
+limiter = Limiter(key_func=rate_limit_key, default_limits=[API_LIMIT], strategy=STRATEGY)
+limiter.request_filter(is_exempt)
 # HTTP metrics by route rule and status; /metrics itself (Prometheus scrapes) is not traffic.
 metrics = PrometheusMetrics.for_app_factory(
     path=None, group_by="url_rule", buckets=LATENCY_BUCKETS, excluded_paths=["^/metrics$"]
