@@ -16,6 +16,8 @@ from shop.core import devtools
 from shop.extensions import cache, db
 from tests import conftest
 from tests.conftest import bearer, token_for
+from tests.factories import make_product
+from tests.querycount import count_statements
 
 TIMING = re.compile(
     r'^db;desc="(\d+) quer(?:y|ies)";dur=[\d.]+, cache;desc="(\d+) calls?";dur=[\d.]+, '
@@ -43,33 +45,29 @@ def dev_app() -> Iterator[Flask]:
     _dispose(app)
 
 
-def _statements_of(app: Flask, send: Any) -> tuple[Any, int]:
-    """The response of `send()` and how many SQL statements the engine really ran for it."""
-    seen = []
-
-    def count(*args: Any) -> None:
-        seen.append(args[2])
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        response = send()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-    return response, len(seen)
-
-
 def test_development_response_counts_the_sql_statements_it_ran(dev_app, user):
     client = dev_app.test_client()
     headers = bearer(token_for(client, "alice")["access"])
 
-    response, ran = _statements_of(dev_app, lambda: client.get("/api/users/me/", headers=headers))
+    with count_statements(dev_app) as statements:
+        response = client.get("/api/users/me/", headers=headers)
 
     assert response.status_code == 200
     match = TIMING.match(response.headers["Server-Timing"])
     assert match, response.headers["Server-Timing"]
-    assert int(match.group(1)) == ran >= 1
+    assert int(match.group(1)) == len(statements) >= 1
+
+
+def test_a_cached_catalog_page_shows_cache_calls_and_no_statements(dev_app):
+    with dev_app.app_context():
+        make_product()
+    client = dev_app.test_client()
+
+    first = TIMING.match(client.get("/api/products/").headers["Server-Timing"])
+    again = TIMING.match(client.get("/api/products/").headers["Server-Timing"])
+
+    assert int(first.group(1)) >= 1 and int(first.group(2)) >= 1
+    assert int(again.group(1)) == 0 and int(again.group(2)) >= 1
 
 
 def test_every_development_response_has_the_header_even_errors(dev_app):
