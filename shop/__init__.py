@@ -31,7 +31,8 @@ def register_extensions(app: Flask) -> None:
     from shop.core.jsonprovider import OrjsonProvider
     from shop.core.metrics import connect_celery_metrics
     from shop.core.metrics import init_app as init_shop_metrics
-    from shop.extensions import api, cache, cors, db, jwt, limiter, metrics, migrate
+    from shop.core.security import init_security
+    from shop.extensions import api, cache, db, jwt, limiter, metrics, migrate
     from shop.tasks import celery_init_app
 
     app.json = OrjsonProvider(app)
@@ -43,7 +44,7 @@ def register_extensions(app: Flask) -> None:
     jwt.init_app(app)
     cache.init_app(app)
     limiter.init_app(app)
-    cors.init_app(app, resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}}, supports_credentials=False)
+    init_security(app)  # security headers on every response, CORS for CORS_ORIGINS only
     metrics.init_app(app)
     init_shop_metrics(app)
     connect_celery_metrics()

@@ -1,0 +1,95 @@
+"""Response hardening: security headers on every answer, and CORS for the trusted origins only."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, current_app, request
+
+# Headers a browser-based client may read from a cross-origin answer, besides the CORS-safelisted ones.
+EXPOSED_HEADERS = [
+    "ETag",
+    "X-Pagination",
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "Idempotent-Replayed",
+    "X-Request-ID",
+    "WWW-Authenticate",
+]
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match", "X-Request-ID"]
+# A JSON answer loads nothing and may not be framed.
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+STATIC_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+# flask-smorest serves Swagger UI and ReDoc from this blueprint.
+DOCS_BLUEPRINT = "api-docs"
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def docs_csp(body: bytes) -> str:
+    """The policy of a documentation page (Swagger UI, ReDoc): its CDN, its own inline scripts by hash."""
+    config = current_app.config
+    cdns = sorted(
+        {
+            f"{parts.scheme}://{parts.netloc}"
+            for url in (config.get("OPENAPI_SWAGGER_UI_URL"), config.get("OPENAPI_REDOC_URL"))
+            if url and (parts := urlsplit(url)).netloc
+        }
+    )
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(body)
+    ]
+    sources = " ".join(["'self'", *cdns])
+    return "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src {' '.join([sources, *hashes])}",
+            # ReDoc and Swagger UI style their own elements at run time.
+            f"style-src {sources} 'unsafe-inline'",
+            f"img-src {sources} data:",
+            f"font-src {sources} data:",
+            "connect-src 'self'",
+            "worker-src 'self' blob:",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ]
+    )
+
+
+def add_security_headers(response: Response) -> Response:
+    """nosniff, no referrer, no framing, a CSP, and no caching of anything answered to a token."""
+    headers = response.headers
+    for name, value in STATIC_HEADERS.items():
+        headers.setdefault(name, value)
+    if "Content-Security-Policy" not in headers:
+        is_page = request.blueprint == DOCS_BLUEPRINT and response.mimetype == "text/html"
+        headers["Content-Security-Policy"] = docs_csp(response.get_data()) if is_page else API_CSP
+    if "Authorization" in request.headers:
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+def init_security(app: Flask) -> None:
+    """Security headers on every response; CORS on /api/ for CORS_ORIGINS, never with credentials."""
+    from shop.extensions import cors
+
+    app.after_request(add_security_headers)
+    cors.init_app(
+        app,
+        resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},
+        supports_credentials=False,
+        allow_headers=ALLOWED_HEADERS,
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
