@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response
@@ -129,29 +130,52 @@ def _task_postrun(task_id: str | None = None, task: Any = None, state: str | Non
         TASK_DURATION.labels(task=name).observe(time.perf_counter() - started)
 
 
+def clean_multiprocess_dir(**_: Any) -> None:
+    """Drop the files of earlier runs from the multiprocess directory: they would count again.
+
+    Called by the Celery worker at start, before its pool forks; this process's own files (named
+    `<kind>_<pid>.db`) are fresh and stay.
+    """
+    directory = multiprocess_dir()
+    if not directory:
+        return
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    own = f"_{os.getpid()}.db"
+    for entry in path.glob("*.db"):
+        if not entry.name.endswith(own):
+            entry.unlink(missing_ok=True)
+
+
 def _worker_process_shutdown(pid: int | None = None, **_: Any) -> None:
     mark_process_dead(pid or os.getpid())
 
 
-def _start_worker_metrics_server(**_: Any) -> None:
-    """Serve /metrics from the Celery worker's main process on WORKER_METRICS_PORT (0 disables)."""
+def start_worker_metrics_server(**_: Any) -> Any:
+    """Serve /metrics from the Celery worker's main process on WORKER_METRICS_PORT (0: none).
+
+    Listens on WORKER_METRICS_ADDR (default 127.0.0.1; 0.0.0.0 in a container). Returns the server.
+    """
     port = int(os.environ.get("WORKER_METRICS_PORT", "9808"))
     if not port:
-        return
+        return None
     from prometheus_client import start_http_server
 
     registry: CollectorRegistry = REGISTRY
     if multiprocess_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    start_http_server(port, addr=os.environ.get("WORKER_METRICS_ADDR", "127.0.0.1"), registry=registry)
+    address = os.environ.get("WORKER_METRICS_ADDR", "127.0.0.1")
+    server, _thread = start_http_server(port, addr=address, registry=registry)
+    return server
 
 
 def connect_celery_metrics() -> None:
     """Count every task's outcome (success, failure, retry) and time it; harmless outside a worker."""
-    from celery.signals import task_postrun, task_prerun, worker_process_shutdown, worker_ready
+    from celery.signals import task_postrun, task_prerun, worker_init, worker_process_shutdown, worker_ready
 
+    worker_init.connect(clean_multiprocess_dir, weak=False, dispatch_uid="shop.metrics.clean")
     task_prerun.connect(_task_prerun, weak=False, dispatch_uid="shop.metrics.prerun")
     task_postrun.connect(_task_postrun, weak=False, dispatch_uid="shop.metrics.postrun")
     worker_process_shutdown.connect(_worker_process_shutdown, weak=False, dispatch_uid="shop.metrics.shutdown")
-    worker_ready.connect(_start_worker_metrics_server, weak=False, dispatch_uid="shop.metrics.server")
+    worker_ready.connect(start_worker_metrics_server, weak=False, dispatch_uid="shop.metrics.server")
