@@ -43,6 +43,9 @@ def app_config(**overrides: Any) -> dict[str, Any]:
         # Tasks run in-process here; the worker tests start a real worker on CELERY_BROKER_URL.
         "CELERY": {"broker_url": None, "task_always_eager": True},
     }
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        # The concurrency tests run up to 200 requests at once in threads of this process.
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_size": 20, "max_overflow": 30, "pool_timeout": 60}
     config.update(overrides)
     return config
 
@@ -61,13 +64,6 @@ def is_postgres(app: Flask) -> bool:
 @pytest.fixture(scope="session")
 def app() -> Iterator[Flask]:
     app = create_app(app_config())
-    if is_postgres(app):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "pool_size": 20,
-            "max_overflow": 20,
-            "pool_timeout": 60,
-            "pool_pre_ping": True,
-        }
     with app.app_context():
         db.drop_all()
         with db.engine.begin() as connection:

@@ -157,7 +157,6 @@ def broker_app(app, broker_url, sink) -> Iterator[Any]:
     broker = create_app(
         app_config(CELERY=celery_config(broker_url), MAIL_SERVER="127.0.0.1", MAIL_PORT=port, OUTBOX_GRACE_SECONDS=0)
     )
-    broker.config["SQLALCHEMY_ENGINE_OPTIONS"] = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
     broker.extensions["celery"].control.purge()
     yield broker
     app.extensions["celery"].set_current()
@@ -229,14 +228,14 @@ def test_broker_down_at_order_time_then_the_relay_delivers_each_email_once(app, 
     assert all(row.status == "pending" for row in _outbox(app).values())
 
     with broker_app.app_context():
-        relayed = broker_app.extensions["celery"].tasks["shop.orders.tasks.relay_outbox"].apply().get()
+        relayed = broker_app.extensions["celery"].tasks["shop.orders.tasks.relay_outbox"].apply().result
     assert relayed == 4
 
     wait_until(lambda: _settled(broker_app, order_ids), what="the relayed emails")
     time.sleep(1)
     assert sorted(mail.subjects()) == sorted(f"Order Confirmation - Order #{i}" for i in order_ids)
     with broker_app.app_context():
-        again = broker_app.extensions["celery"].tasks["shop.orders.tasks.relay_outbox"].apply().get()
+        again = broker_app.extensions["celery"].tasks["shop.orders.tasks.relay_outbox"].apply().result
     assert again == 0
 
 

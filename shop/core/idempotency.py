@@ -28,9 +28,19 @@ ABANDONED_AFTER = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
-class StoredResponse:
+class Answer:
+    """An HTTP answer as bytes: a stored one replayed to a repeat, or the first one."""
+
     status_code: int
     body: bytes
+    replayed: bool = True
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key this request holds until its write commits with an answer, or releases it."""
+
+    id: int
 
 
 def fingerprint(payload: Any) -> str:
@@ -38,14 +48,20 @@ def fingerprint(payload: Any) -> str:
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def claim(user_id: int, key: str, request_hash: str) -> IdempotencyKey | StoredResponse:
-    """Claim `key` for this request, or return the stored answer of the request that claimed it."""
+def claim(user_id: int, key: str, request_hash: str) -> Claim | Answer:
+    """Claim `key` for this request, or return the stored answer of the request that claimed it.
+
+    The claim commits at once, on the request's own connection: a request never holds one
+    pooled connection while it waits for another.
+    """
     for _ in range(3):
         row = IdempotencyKey(user_id=user_id, key=key, request_hash=request_hash, created_at=utcnow())
         db.session.add(row)
         try:
+            db.session.flush()
+            claimed = Claim(row.id)
             db.session.commit()
-            return row
+            return claimed
         except IntegrityError:
             db.session.rollback()
         existing = db.session.scalar(
@@ -56,21 +72,26 @@ def claim(user_id: int, key: str, request_hash: str) -> IdempotencyKey | StoredR
         if existing.created_at < utcnow() - KEY_LIFETIME:
             _delete(existing.id)
             continue
-        if existing.request_hash != request_hash:
-            raise ValidationFailed(
-                "This Idempotency-Key was used with another request body.",
-                {"headers": {"Idempotency-Key": ["Already used with another body."]}},
-            )
-        if existing.status_code is None:
-            if _take_over_abandoned(existing):
-                return existing
-            raise Conflict("A request with this Idempotency-Key is still being processed; retry shortly.")
-        IDEMPOTENT_REPLAYS.inc()
-        return StoredResponse(existing.status_code, existing.response_body or b"")
+        return _answer(existing, request_hash)
     raise Conflict("A request with this Idempotency-Key is still being processed; retry shortly.")
 
 
-def record(claimed: IdempotencyKey, status_code: int, body: bytes) -> None:
+def _answer(existing: IdempotencyKey, request_hash: str) -> Claim | Answer:
+    """The stored answer to a repeat, or the key itself when its first request died unanswered."""
+    if existing.request_hash != request_hash:
+        raise ValidationFailed(
+            "This Idempotency-Key was used with another request body.",
+            {"headers": {"Idempotency-Key": ["Already used with another body."]}},
+        )
+    if existing.status_code is None:
+        if _take_over_abandoned(existing.id):
+            return Claim(existing.id)
+        raise Conflict("A request with this Idempotency-Key is still being processed; retry shortly.")
+    IDEMPOTENT_REPLAYS.inc()
+    return Answer(existing.status_code, existing.response_body or b"")
+
+
+def record(claimed: Claim, status_code: int, body: bytes) -> None:
     """Store the answer on the claim, in the caller's open transaction."""
     db.session.execute(
         update(IdempotencyKey)
@@ -79,7 +100,7 @@ def record(claimed: IdempotencyKey, status_code: int, body: bytes) -> None:
     )
 
 
-def release(claimed: IdempotencyKey) -> None:
+def release(claimed: Claim) -> None:
     """The guarded write failed and changed nothing: free the key so the client may retry with it."""
     db.session.rollback()
     _delete(claimed.id)
@@ -96,12 +117,12 @@ def _delete(row_id: int) -> None:
     db.session.commit()
 
 
-def _take_over_abandoned(existing: IdempotencyKey) -> bool:
+def _take_over_abandoned(row_id: int) -> bool:
     now = utcnow()
     result = db.session.execute(
         update(IdempotencyKey)
         .where(
-            IdempotencyKey.id == existing.id,
+            IdempotencyKey.id == row_id,
             IdempotencyKey.status_code.is_(None),
             IdempotencyKey.created_at < now - ABANDONED_AFTER,
         )

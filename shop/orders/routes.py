@@ -10,7 +10,6 @@ from flask_jwt_extended import current_user
 from flask_smorest import Blueprint, abort
 
 from shop.core.auth import auth
-from shop.core.idempotency import StoredResponse
 from shop.core.pagination import PAGINATE, page_of
 from shop.orders import emails, services
 from shop.orders.models import Order
@@ -42,10 +41,9 @@ class Orders(MethodView):
     @blp.alt_response(409, response="CONFLICT", description="Not enough stock, or the Idempotency-Key is in use")
     def post(self, data: dict[str, Any], idempotency_key: str | None = None) -> Any:
         """Place an order: every item's stock is taken, or none"""
-        result = services.place_order(current_user, data["items"], idempotency_key=idempotency_key, render=render_order)
-        if isinstance(result, StoredResponse):
-            return Response(result.body, status=result.status_code, headers=REPLAYED, mimetype="application/json")
-        return result
+        answer = services.place_order(current_user, data["items"], idempotency_key=idempotency_key, render=render_order)
+        headers = REPLAYED if answer.replayed else {}
+        return Response(answer.body, status=answer.status_code, headers=headers, mimetype="application/json")
 
     @auth(blp)
     @blp.arguments(OrderQuerySchema, location="query", as_kwargs=True)

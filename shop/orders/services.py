@@ -48,27 +48,32 @@ def place_order(
     *,
     idempotency_key: str | None = None,
     render: Callable[[Order], bytes],
-) -> Order | idempotency.StoredResponse:
-    """Take stock for every line and write the order, all or nothing; replay a repeated Idempotency-Key."""
+) -> idempotency.Answer:
+    """Take stock for every line and write the order, all or nothing; replay a repeated Idempotency-Key.
+
+    The answer is rendered inside the order's transaction, so a replay gets exactly the first answer.
+    """
     claimed = None
     if idempotency_key is not None:
         outcome = idempotency.claim(user.id, idempotency_key, idempotency.fingerprint(lines))
-        if isinstance(outcome, idempotency.StoredResponse):
+        if isinstance(outcome, idempotency.Answer):
             return outcome
         claimed = outcome
     try:
-        order = _with_retries(lambda: _write_order(user, lines, claimed, render))
+        order_id, body = _with_retries(lambda: _write_order(user, lines, claimed, render))
     except BaseException:
         if claimed is not None:
             idempotency.release(claimed)
         raise
     ORDERS_PLACED.inc()
     invalidate_catalog()
-    emails.order_committed(order.id)
-    return order
+    emails.order_committed(order_id)
+    return idempotency.Answer(201, body, replayed=False)
 
 
-def _write_order(user: User, lines: list[dict[str, int]], claimed: Any, render: Callable[[Order], bytes]) -> Order:
+def _write_order(
+    user: User, lines: list[dict[str, int]], claimed: idempotency.Claim | None, render: Callable[[Order], bytes]
+) -> tuple[int, bytes]:
     wanted = {line["product_id"]: line["quantity"] for line in lines}
     products = _lock_products(sorted(wanted))
     _check_lines(lines, products)
@@ -92,10 +97,11 @@ def _write_order(user: User, lines: list[dict[str, int]], claimed: Any, render: 
     db.session.add(order)
     db.session.flush()
     db.session.add(EmailOutbox(order_id=order.id))
+    order_id, body = order.id, render(order)
     if claimed is not None:
-        idempotency.record(claimed, 201, render(order))
+        idempotency.record(claimed, 201, body)
     db.session.commit()
-    return order
+    return order_id, body
 
 
 def _lock_products(ids: list[int]) -> dict[int, Product]:
