@@ -28,6 +28,11 @@ from prometheus_client import (
     multiprocess,
 )
 
+# In multiprocess mode every metric below opens its file as it is created: the directory must exist
+# (a one-off command such as `flask db upgrade` in the image has not been through gunicorn's start).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 # Latency buckets for HTTP requests and tasks: fewer than the client's default (each bucket is a
 # file entry per worker in multiprocess mode), with edges at the alert thresholds (0.5 s, 1 s).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

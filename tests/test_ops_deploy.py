@@ -1,0 +1,224 @@
+"""Containers and Kubernetes: each file checked against its schema or linter, and against the others.
+
+No Docker engine or cluster runs here, so these tests stand in for `docker compose up` and
+`kubectl apply`: the Compose file against the Compose specification's JSON schema, the manifests
+against Kubernetes' own OpenAPI schemas (kubernetes-validate, strict), the Dockerfile through
+hadolint, and the references between them (service names, ports, mounted files) followed by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.ops_processes import ROOT, VENV_BIN
+
+K8S = ROOT / "deploy" / "k8s"
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def venv_tool(name: str) -> str:
+    path = VENV_BIN / name
+    if not path.exists():
+        pytest.fail(f"{name} is missing from the virtualenv: make install (it is in requirements.txt)")
+    return str(path)
+
+
+def manifests() -> list[dict[str, Any]]:
+    return [
+        document
+        for path in sorted(K8S.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+
+
+def of_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {item["metadata"]["name"]: item for item in manifests() if item["kind"] == kind}
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+# Kubernetes
+
+
+def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
+    files = [str(path) for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"]
+    result = subprocess.run(
+        [venv_tool("kubernetes-validate"), "--strict", *files], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed for resource") == len(manifests())
+
+
+def test_kustomization_lists_real_files_and_leaves_out_the_secret_template() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (K8S / resource).exists(), resource
+    assert "secret.example.yaml" not in kustomization["resources"]
+
+
+def test_deployments_probe_health_and_readiness_and_run_as_non_root() -> None:
+    deployments = of_kind("Deployment")
+    assert {"shop-api", "shop-worker", "shop-beat"} <= set(deployments)
+    api = deployments["shop-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["command"] == ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        for container in pod["containers"]:
+            assert "livenessProbe" in container, name
+            assert container["resources"]["limits"]["memory"], name
+    assert deployments["shop-beat"]["spec"]["replicas"] == 1
+    assert deployments["shop-beat"]["spec"]["strategy"]["type"] == "Recreate"
+    # gunicorn's graceful timeout (30 s) fits inside the pod's grace period.
+    assert deployments["shop-api"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 30
+
+
+def test_services_autoscalers_and_budgets_point_at_real_pods() -> None:
+    pod_labels = {
+        name: deployment["spec"]["template"]["metadata"]["labels"] for name, deployment in of_kind("Deployment").items()
+    }
+
+    def selects_some_pods(selector: dict[str, str]) -> bool:
+        return any(selector.items() <= labels.items() for labels in pod_labels.values())
+
+    for name, service in of_kind("Service").items():
+        assert selects_some_pods(service["spec"]["selector"]), name
+    for name, budget in of_kind("PodDisruptionBudget").items():
+        assert selects_some_pods(budget["spec"]["selector"]["matchLabels"]), name
+    autoscalers = of_kind("HorizontalPodAutoscaler")
+    assert {hpa["spec"]["scaleTargetRef"]["name"] for hpa in autoscalers.values()} == {"shop-api", "shop-worker"}
+    for hpa in autoscalers.values():
+        assert hpa["spec"]["scaleTargetRef"]["name"] in pod_labels
+    # A budget that always allows one eviction: minAvailable below the autoscaler's minimum.
+    assert (
+        of_kind("PodDisruptionBudget")["shop-api"]["spec"]["minAvailable"]
+        < autoscalers["shop-api"]["spec"]["minReplicas"]
+    )
+    (ingress,) = of_kind("Ingress").values()
+    paths = {path["path"]: path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]}
+    assert "/metrics" not in paths and "/" not in paths
+    assert {path["backend"]["service"]["name"] for path in paths.values()} == {"shop-api"}
+
+
+def test_the_migration_job_and_the_config_templates_fit_the_app() -> None:
+    (job,) = of_kind("Job").values()
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["flask", "--app", "wsgi", "db", "upgrade"]
+    config = of_kind("ConfigMap")["shop-config"]["data"]
+    secret = of_kind("Secret")["shop-secrets"]["stringData"]
+    assert config["APP_ENV"] == "production"
+    assert {"SECRET_KEY", "JWT_SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"} <= set(secret)
+    assert not set(config) & set(secret)
+    from shop.config import load_config
+
+    settings = load_config({**config, **secret})  # the production config loads from these alone
+    assert settings["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg2://")
+
+
+# Docker
+
+
+def test_the_compose_file_validates_against_the_compose_specification() -> None:
+    result = subprocess.run(
+        [venv_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_runs_every_service_of_the_stack_with_health_and_order() -> None:
+    services = compose()["services"]
+    assert {
+        "app",
+        "nginx",
+        "postgres",
+        "redis",
+        "rabbitmq",
+        "worker",
+        "beat",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    } <= set(services)
+    assert services["app"]["deploy"]["replicas"] >= 2
+    exporters = {name for name in services if name.endswith("-exporter")}
+    for name, service in services.items():
+        if name not in exporters and name != "migrate":
+            assert "healthcheck" in service, name
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services, (name, dependency)
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], (name, dependency)
+    assert services["app"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    for name in ("app", "worker", "beat", "migrate"):
+        assert services[name]["env_file"][0]["path"] == ".env", name
+    declared = set(compose()["volumes"])
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert source == "./nginx/certs" or (ROOT / source).exists(), source
+            else:
+                assert source in declared, source
+    # Only Nginx is published on every interface; the consoles listen on loopback.
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert name == "nginx" or port.startswith("127.0.0.1:"), (name, port)
+
+
+def test_what_the_configs_reach_for_is_in_the_compose_stack() -> None:
+    services = compose()["services"]
+    prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    hosts = set()
+    for job in prometheus["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            hosts.update(target.split(":")[0] for target in static["targets"])
+        for dns in job.get("dns_sd_configs", []):
+            hosts.update(dns["names"])
+    assert hosts - {"localhost"} <= set(services), hosts - set(services)
+    nginx = (ROOT / "nginx" / "nginx.compose.conf").read_text()
+    assert re.search(r"server app:8000 ", nginx)
+    assert "8000" in services["app"]["expose"]
+    alertmanager = yaml.safe_load((ROOT / "monitoring" / "alertmanager.yml").read_text())
+    assert alertmanager["global"]["smtp_smarthost"].split(":")[0] in services
+    worker_env = services["worker"]["environment"]
+    assert worker_env["WORKER_METRICS_PORT"] in services["worker"]["expose"]
+
+
+def test_the_dockerfile_passes_hadolint_and_builds_a_small_non_root_image() -> None:
+    result = subprocess.run(
+        [venv_tool("hadolint"), "--failure-threshold", "info", "Dockerfile"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER 10001", dockerfile, re.MULTILINE)
+    assert "HEALTHCHECK" in dockerfile
+    assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]' in dockerfile
+    # The runtime stage installs only the "# Runtime" section of requirements.txt.
+    requirements = (ROOT / "requirements.txt").read_text().splitlines()
+    assert requirements[0] == "# Runtime"
+    assert any(line.startswith("# Tests") for line in requirements)
+    # Everything the image copies is in the build context .dockerignore lets through.
+    allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] == "!"]
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            for source in line.split()[1:-1]:
+                if not source.startswith("--"):
+                    assert source.rstrip("/") in allowed, source
+                    assert (ROOT / source).exists(), source
