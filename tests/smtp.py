@@ -6,6 +6,7 @@ import asyncio
 import email
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
@@ -35,6 +36,7 @@ class MailSink:
             return "451 4.3.0 Aborted"
         message = email.message_from_bytes(envelope.content)
         message["X-Envelope-To"] = ",".join(envelope.rcpt_tos)
+        message["X-Received-At"] = repr(time.monotonic())
         self.received.append(message)
         return "250 OK"
 
