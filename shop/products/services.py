@@ -62,7 +62,9 @@ def _views() -> Select[Any]:
 def list_products(filters: dict[str, Any], pagination: Any) -> list[dict[str, Any]]:
     """One page of visible products: a count and a page, two statements whatever the page size."""
     conditions = _conditions(filters)
-    pagination.item_count = db.session.scalar(select(func.count()).select_from(Product).where(*conditions))
+    # Core on the session's connection: the same transaction, without the ORM's per-statement machinery.
+    connection = db.session.connection()
+    pagination.item_count = connection.scalar(select(func.count()).select_from(Product).where(*conditions))
     if pagination.first_item >= pagination.item_count:
         return []  # past the end: no page query (and no OFFSET beyond what the database can count)
     ordering = filters.get("ordering", "id")
@@ -71,7 +73,7 @@ def list_products(filters: dict[str, Any], pagination: Any) -> list[dict[str, An
     keys = [column] if column is Product.id else [column, Product.id]
     order = [key.desc() if ordering.startswith("-") else key.asc() for key in keys]
     query = _views().where(*conditions).order_by(*order)
-    rows = db.session.execute(query.limit(pagination.page_size).offset(pagination.first_item))
+    rows = connection.execute(query.limit(pagination.page_size).offset(pagination.first_item))
     return [product_view(row) for row in rows]
 
 
@@ -102,7 +104,7 @@ def _escape_like(text: str) -> str:
 
 def product_detail(product_id: int) -> dict[str, Any]:
     """One visible product in its dumped shape; a hidden or unknown one is a 404."""
-    row = db.session.execute(_views().where(Product.id == product_id, VISIBLE)).first()
+    row = db.session.connection().execute(_views().where(Product.id == product_id, VISIBLE)).first()
     if row is None:
         raise NotFound("No such product.")
     return product_view(row)
