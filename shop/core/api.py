@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask_smorest import Api
+from flask_smorest.pagination import PaginationMetadataSchema
 from werkzeug.exceptions import HTTPException
 
 
@@ -19,3 +20,14 @@ class ShopApi(Api):
             headers.pop("Content-Type", None)
             headers.pop("Content-Length", None)
         return payload, code, headers
+
+    def _register_pagination_header(self) -> None:
+        """X-Pagination carries JSON: documented as `content`, since an object `schema` means `k,v,k,v` in a header."""
+        self.spec.components.header(
+            "PAGINATION",
+            {
+                "description": "Pagination metadata, as JSON",
+                "content": {"application/json": {"schema": PaginationMetadataSchema}},
+            },
+            lazy=True,
+        )

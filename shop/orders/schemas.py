@@ -13,6 +13,8 @@ from shop.products.schemas import ProductSchema
 
 MAX_ITEMS = 100
 MAX_QUANTITY = 1000
+# Money is dumped as a decimal string ("25.99"), and documented so: a Decimal field alone reads "number".
+MONEY_DOC = {"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$", "example": "25.99"}
 
 
 class OrderLineSchema(StrictSchema):
@@ -46,14 +48,14 @@ class OrderItemSchema(ma.Schema):
     id = fields.Integer()
     product = fields.Nested(ProductSchema)
     quantity = fields.Integer()
-    unit_price = fields.Decimal(places=2, as_string=True)
+    unit_price = fields.Decimal(places=2, as_string=True, metadata=MONEY_DOC)
 
 
 class OrderSchema(ma.Schema):
     id = fields.Integer()
     user = fields.Function(lambda order: order.user.username)
     items = fields.List(fields.Nested(OrderItemSchema))
-    total = fields.Decimal(places=2, as_string=True)
+    total = fields.Decimal(places=2, as_string=True, metadata=MONEY_DOC)
     status = fields.Enum(OrderStatus, by_value=True)
     created_at = UTCDateTimeField()
     updated_at = UTCDateTimeField()

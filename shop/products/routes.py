@@ -70,7 +70,7 @@ class CategoryDetail(MethodView):
         return services.get_category(category_id)
 
     @auth(categories_blp, staff=True)
-    @categories_blp.arguments(CategoryUpdateSchema)
+    @categories_blp.arguments(CategoryUpdateSchema, required=False)  # no body: nothing changes
     @categories_blp.response(200, CategorySchema)
     @categories_blp.alt_response(404, response="NOT_FOUND")
     def patch(self, changes: dict[str, Any], category_id: int) -> Category:
@@ -122,7 +122,7 @@ class ProductDetail(MethodView):
         return services.update_product(product_id, data)
 
     @auth(products_blp, staff=True)
-    @products_blp.arguments(ProductUpdateSchema)
+    @products_blp.arguments(ProductUpdateSchema, required=False)  # no body: nothing changes
     @products_blp.response(200, ProductSchema)
     @products_blp.alt_response(404, response="NOT_FOUND")
     def patch(self, changes: dict[str, Any], product_id: int) -> Product:

@@ -59,7 +59,7 @@ class Me(MethodView):
         return current_user
 
     @auth(blp)
-    @blp.arguments(ProfileUpdateSchema)
+    @blp.arguments(ProfileUpdateSchema, required=False)  # no body: nothing changes
     @blp.response(200, UserSchema)
     def patch(self, changes: dict[str, Any]) -> User:
         """Update my profile"""
@@ -104,7 +104,7 @@ class TokenRefresh(MethodView):
 @token_blp.route("/revoke/")
 class TokenRevoke(MethodView):
     @auth(token_blp)
-    @token_blp.arguments(RevokeSchema)
+    @token_blp.arguments(RevokeSchema, required=False)  # no body: only the access token
     @token_blp.response(204)
     def post(self, data: dict[str, str]) -> None:
         """Log out: revoke the access token, and the refresh token if given"""

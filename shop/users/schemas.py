@@ -14,14 +14,14 @@ USERNAME = validate.And(
     validate.Regexp(r"^[\w.@+-]+\Z", error="Use letters, digits and @.+-_ only."),
 )
 PHONE = validate.Regexp(r"^\+?[0-9 ()-]{4,15}\Z", error="Not a phone number.")
-EMAIL = [validate.Email(), validate.Length(max=254)]
+EMAIL_LENGTH = validate.Length(max=254)
 PASSWORD = validate.Length(min=8, max=128)
 
 
 class UserSchema(StrictSchema):
     id = fields.Integer(dump_only=True)
     username = fields.String(required=True, validate=USERNAME)
-    email = fields.String(required=True, validate=EMAIL)
+    email = fields.Email(required=True, validate=EMAIL_LENGTH)
     first_name = fields.String(load_default="", validate=validate.Length(max=150))
     last_name = fields.String(load_default="", validate=validate.Length(max=150))
     phone_number = fields.String(load_default=None, allow_none=True, validate=PHONE)
@@ -38,7 +38,7 @@ class RegistrationSchema(UserSchema):
 
 
 class ProfileUpdateSchema(StrictSchema):
-    email = fields.String(validate=EMAIL)
+    email = fields.Email(validate=EMAIL_LENGTH)
     first_name = fields.String(validate=validate.Length(max=150))
     last_name = fields.String(validate=validate.Length(max=150))
     phone_number = fields.String(allow_none=True, validate=PHONE)
