@@ -48,6 +48,8 @@ class JsonFormatter(logging.Formatter):
 
 def configure_json_logging(level: int | str = logging.INFO) -> None:
     """Send every logger's lines to stdout as JSON, unless something (pytest, a host) already handles them."""
+    # Alembic announces each of its plugins at INFO whenever the app is built: noise in every worker.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     root = logging.getLogger()
     if root.handlers:
         return
