@@ -98,6 +98,13 @@ def auth_limit() -> str:
     return current_app.config["RATELIMIT_AUTH"]
 
 
+def credential_limit(key_func: Any = client_ip_key, **kwargs: Any) -> Any:
+    """RATELIMIT_AUTH on a view that checks a password (per client IP unless told): brute force is slow."""
+    from shop.extensions import limiter
+
+    return limiter.limit(auth_limit, key_func=key_func, error_message=TOO_MANY, **kwargs)
+
+
 def is_exempt() -> bool:
     """No limit on operations routes (a flask-limiter request filter)."""
     return request.blueprint in EXEMPT_BLUEPRINTS

@@ -11,8 +11,7 @@ from sqlalchemy import select
 
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE, page_of
-from shop.core.ratelimit import auth_limit, client_ip_key
-from shop.extensions import limiter
+from shop.core.ratelimit import credential_limit, rate_limit_key
 from shop.users import services, tokens
 from shop.users.models import User
 from shop.users.schemas import (
@@ -33,7 +32,7 @@ token_blp = Blueprint("tokens", __name__, url_prefix="/api/token", description="
 
 @blp.route("/")
 class Users(MethodView):
-    decorators = [limiter.limit(auth_limit, key_func=client_ip_key, methods=["POST"])]
+    decorators = [credential_limit(methods=["POST"])]  # registration; the staff list has the usual limit
 
     @blp.arguments(RegistrationSchema)
     @blp.response(201, UserSchema)
@@ -68,9 +67,13 @@ class Me(MethodView):
 
 @blp.route("/me/password/")
 class MyPassword(MethodView):
+    # The old password is checked here too: the same brute-force budget, per user wherever they connect from.
+    decorators = [credential_limit(key_func=rate_limit_key)]
+
     @auth(blp)
     @blp.arguments(PasswordChangeSchema)
     @blp.response(204)
+    @blp.alt_response(429, response="TOO_MANY_REQUESTS")
     def post(self, data: dict[str, Any]) -> None:
         """Change my password"""
         services.change_password(current_user, data["old_password"], data["new_password"])
@@ -78,7 +81,7 @@ class MyPassword(MethodView):
 
 @token_blp.route("/")
 class Token(MethodView):
-    decorators = [limiter.limit(auth_limit, key_func=client_ip_key)]
+    decorators = [credential_limit()]
 
     @token_blp.arguments(CredentialsSchema)
     @token_blp.response(200, TokenPairSchema)
