@@ -31,8 +31,11 @@ run: migrate ## Serve the API on http://127.0.0.1:8000 with demo data (embedded 
 	$(FLASK) seed --categories 5 --products 100 --if-empty
 	$(FLASK) run --host $(HOST) --port $(PORT)
 
+# Coverage is always measured; CI (with every service) requires COV_FAIL_UNDER=90.
+COV_FAIL_UNDER ?= 0
+
 test: install ## Run the whole test suite with coverage
-	$(BIN)/python -m pytest --cov=shop --cov-report=term-missing:skip-covered --cov-fail-under=90
+	$(BIN)/python -m pytest --cov=shop --cov-report=term-missing:skip-covered --cov-fail-under=$(COV_FAIL_UNDER)
 
 # What git tracks, as pre-commit passes it to a hook: every file, and the text (non-binary) ones.
 TRACKED := git ls-files -z --

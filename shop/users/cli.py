@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from flask.cli import with_appcontext
 
 from shop.core.errors import ValidationFailed
 from shop.users.schemas import RegistrationSchema
@@ -10,6 +11,7 @@ from shop.users.services import register_user
 
 
 @click.command("create-admin")
+@with_appcontext
 @click.argument("username")
 @click.option("--email", required=True, help="The admin's email address.")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted when not given.")

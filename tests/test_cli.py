@@ -1,0 +1,57 @@
+"""The commands of API.md: create-admin and seed."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from shop.extensions import db
+from shop.products.models import Category, Product
+from shop.users.models import User
+
+
+def test_create_admin_makes_a_staff_user_who_can_log_in(runner, app, client):
+    result = runner.invoke(
+        args=["create-admin", "root_admin", "--email", "root@example.com", "--password", "s3cret-pass"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Created staff user root_admin" in result.output
+    with app.app_context():
+        admin = db.session.scalar(select(User).where(User.username == "root_admin"))
+        assert admin.is_staff and admin.check_password("s3cret-pass")
+    assert client.post("/api/token/", json={"username": "root_admin", "password": "s3cret-pass"}).status_code == 200
+
+
+def test_create_admin_prompts_for_the_password(runner, app):
+    result = runner.invoke(
+        args=["create-admin", "prompted", "--email", "p@example.com"], input="long-password-1\nlong-password-1\n"
+    )
+
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert db.session.scalar(select(User).where(User.username == "prompted")).check_password("long-password-1")
+
+
+def test_create_admin_refuses_bad_input_and_duplicates(runner, app, user):
+    bad_email = runner.invoke(args=["create-admin", "someone", "--email", "nope", "--password", "long-password-1"])
+    taken = runner.invoke(args=["create-admin", "alice", "--email", "new@example.com", "--password", "long-password-1"])
+
+    assert bad_email.exit_code != 0 and "email" in bad_email.output
+    assert taken.exit_code != 0 and "username" in taken.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(User).where(User.is_staff)) == 0
+
+
+def test_seed_fills_the_catalog_and_if_empty_leaves_it(runner, app):
+    result = runner.invoke(args=["seed", "--categories", "3", "--products", "50"])
+
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Category)) == 3
+        assert db.session.scalar(select(func.count()).select_from(Product)) == 50
+
+    again = runner.invoke(args=["seed", "--products", "10", "--if-empty"])
+
+    assert again.exit_code == 0 and "nothing seeded" in again.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Product)) == 50
