@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 # Set in Redis once every unexpired revocation has been copied there; gone after a Redis restart.
 _READY_KEY = "revoked:ready"
+# A revocation of this process could not be copied to Redis (a timeout, an outage): until the ready
+# marker is dropped, other processes would trust a Redis that lacks it.
+_redis_missed_a_revocation = False
 
 
 class TokenRejected(Unauthenticated):
@@ -56,8 +59,12 @@ def revoke(access_claims: dict[str, Any], refresh_token: str | None) -> None:
 
 
 def is_revoked(jti: str) -> bool:
+    global _redis_missed_a_revocation
     if _redis_backed():
         try:
+            if _redis_missed_a_revocation:
+                cache.delete(_READY_KEY)  # every process refills Redis from the database on its next check
+                _redis_missed_a_revocation = False
             revoked, ready = cache.get_many(f"revoked:{jti}", _READY_KEY)
             if revoked:
                 return True
@@ -83,6 +90,7 @@ def purge_expired() -> int:
 
 def _record_revocation(claims: dict[str, Any]) -> bool:
     """Store the revocation; False when the token was revoked already."""
+    global _redis_missed_a_revocation
     expires_at = datetime.fromtimestamp(claims["exp"], UTC)
     db.session.add(RevokedToken(jti=claims["jti"], expires_at=expires_at))
     try:
@@ -94,7 +102,8 @@ def _record_revocation(claims: dict[str, Any]) -> bool:
         try:
             cache.set(f"revoked:{claims['jti']}", 1, timeout=_seconds_left(expires_at))
         except Exception:  # noqa: BLE001 - the database row is what counts
-            logger.warning("could not copy a revocation to Redis")
+            logger.warning("could not copy a revocation to Redis; it will be refilled from the database")
+            _redis_missed_a_revocation = True
     return True
 
 
