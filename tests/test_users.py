@@ -135,6 +135,13 @@ def test_password_change(client, user_headers):
     )
     assert wrong.status_code == 422
 
+    mismatch = client.post(
+        "/api/users/me/password/",
+        headers=user_headers,
+        json={"old_password": PASSWORD, "new_password": "new-password-9", "new_password2": "new-password-8"},
+    )
+    assert mismatch.status_code == 422 and "new_password2" in mismatch.get_json()["errors"]["json"]
+
     ok = client.post(
         "/api/users/me/password/",
         headers=user_headers,

@@ -27,14 +27,22 @@ class UserSchema(StrictSchema):
     phone_number = fields.String(load_default=None, allow_none=True, validate=PHONE)
 
 
+def typed_twice(first: str, second: str) -> Any:
+    """A schema check that a password typed twice is the same both times."""
+
+    @ma.validates_schema
+    def check(self: ma.Schema, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get(first) != data.get(second):
+            raise ma.ValidationError("The two passwords differ.", second)
+
+    return check
+
+
 class RegistrationSchema(UserSchema):
     password = fields.String(required=True, load_only=True, validate=PASSWORD)
     password2 = fields.String(required=True, load_only=True)
 
-    @ma.validates_schema
-    def passwords_match(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if data.get("password") != data.get("password2"):
-            raise ma.ValidationError("The two passwords differ.", "password2")
+    passwords_match = typed_twice("password", "password2")
 
 
 class ProfileUpdateSchema(StrictSchema):
@@ -57,10 +65,7 @@ class PasswordChangeSchema(StrictSchema):
     new_password = fields.String(required=True, load_only=True, validate=PASSWORD)
     new_password2 = fields.String(required=True, load_only=True)
 
-    @ma.validates_schema
-    def passwords_match(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if data.get("new_password") != data.get("new_password2"):
-            raise ma.ValidationError("The two passwords differ.", "new_password2")
+    passwords_match = typed_twice("new_password", "new_password2")
 
 
 class CredentialsSchema(StrictSchema):
