@@ -63,6 +63,9 @@ def test_kustomization_lists_real_files_and_leaves_out_the_secret_template() -> 
     for resource in kustomization["resources"]:
         assert (K8S / resource).exists(), resource
     assert "secret.example.yaml" not in kustomization["resources"]
+    # Everything else is applied by `kubectl apply -k`, but the Job that runs before each rollout.
+    others = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert set(kustomization["resources"]) == others - {"migrate-job.yaml"}
 
 
 def test_deployments_probe_health_and_readiness_and_run_as_non_root() -> None:
