@@ -181,10 +181,18 @@ def test_json_is_gzipped_and_bodies_over_one_mebibyte_are_refused(edge: Edge) ->
         timeout=10,
     )
     assert too_big.status_code == 413
+    assert too_big.json() == {
+        "code": 413,
+        "status": "Request Entity Too Large",
+        "message": "The request body is larger than 1 MiB.",
+    }
 
 
 def test_metrics_are_not_reachable_through_nginx(edge: Edge) -> None:
-    assert edge.get("/metrics").status_code == 403
+    refused = edge.get("/metrics")
+    assert refused.status_code == 403
+    assert refused.json()["code"] == 403
+    assert "shop_" not in refused.text
     port = next(iter(edge.apps))
     assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
     status = requests.get(f"http://127.0.0.1:{edge.status}/stub_status", timeout=5)
@@ -281,7 +289,7 @@ def test_failed_gets_are_retried_on_another_instance_but_posts_never(app: Flask,
                 posts = [
                     requests.post(
                         base + "/api/token/", json={"username": "x", "password": "y"}, verify=str(cert), timeout=10
-                    ).status_code
+                    )
                     for _ in range(6)
                 ]
     finally:
@@ -290,4 +298,37 @@ def test_failed_gets_are_retried_on_another_instance_but_posts_never(app: Flask,
         broken.server_close()
     assert gets == [200] * 6
     # A POST that reached the broken instance is answered 502, never sent again to the good one.
-    assert set(posts) == {401, 502}, posts
+    assert {post.status_code for post in posts} == {401, 502}, [post.status_code for post in posts]
+    bad_gateway = next(post for post in posts if post.status_code == 502)
+    assert bad_gateway.json() == {
+        "code": 502,
+        "status": "Bad Gateway",
+        "message": "The shop is not answering; retry shortly.",
+    }
+    assert bad_gateway.headers["Retry-After"] == "1"
+
+
+def test_the_first_rate_limit_answers_429_in_the_shops_error_body(app: Flask, tmp_path: Path) -> None:
+    nginx = need_binary("nginx")
+    port = free_port()
+    good = start_gunicorn(port, 1, gunicorn_env(app.config["SQLALCHEMY_DATABASE_URI"], tmp_path / "m"), tmp_path / "g")
+    try:
+        with nginx_prefix() as prefix:
+            cert, key = make_certificate(prefix / "tls")
+            config, ports = _render(prefix, cert, key, [f"127.0.0.1:{port}"], rate=1, burst=2)
+            server = start_nginx(nginx, prefix, config, list(ports.values()))
+            with running(server), requests.Session() as session:
+                answers = [
+                    session.get(f"https://127.0.0.1:{ports['https']}/healthz", verify=str(cert), timeout=10)
+                    for _ in range(10)
+                ]
+    finally:
+        good.stop()
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[:3] == [200, 200, 200]  # the rate plus its burst
+    assert 429 in statuses
+    limited = next(answer for answer in answers if answer.status_code == 429)
+    assert limited.headers["Content-Type"] == "application/json"
+    assert limited.json()["code"] == 429
+    assert limited.headers["Retry-After"] == "1"
+    assert limited.headers["X-Request-ID"]
