@@ -20,6 +20,7 @@ from typing import Any
 # two gunicorns on one host must not share it. Kept through a HUP (the config is read again).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="shop-metrics-")
+    os.environ["SHOP_METRICS_DIR_MADE"] = "1"  # ours to remove on exit
 METRICS_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 bind = [address.strip() for address in os.environ.get("BIND", "127.0.0.1:8000").split(",") if address.strip()]
@@ -100,3 +101,9 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Remove the metrics directory gunicorn made for itself (one given in the environment stays)."""
+    if os.environ.get("SHOP_METRICS_DIR_MADE"):
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)

@@ -6,7 +6,7 @@
 
 Starts, on loopback, two gunicorn instances with the project's gunicorn.conf.py (each with
 WEB_CONCURRENCY workers, default 2 x cores + 1) behind Nginx rendered from nginx/render.py, for each
-worker class in turn, and runs wrk through Nginx's TLS port on a liveness GET and an authenticated
+worker class in turn (`--variants`), and runs wrk through Nginx's TLS port on a liveness GET and an authenticated
 product list page (which skips the micro-cache, so the app answers every request). Rounds
 alternate between the classes; the medians are printed as a Markdown table. The database must be
 migrated and seeded (`flask db upgrade`, `flask seed`). Everything stops when it ends.
@@ -108,7 +108,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", default="4", help="GUNICORN_THREADS for gthread")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["sync", "gthread:4"],
+        help="worker classes to compare: sync, gthread:THREADS, optionally @WORKERS (e.g. gthread:4@2)",
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool):
@@ -120,18 +125,22 @@ def main() -> int:
     try:
         subprocess.run(["sh", str(ROOT / "nginx/make-cert.sh"), str(work / "tls")], check=True, capture_output=True)  # noqa: S603, S607
         for round_number in range(args.rounds):
-            for worker_class in ("sync", "gthread"):
+            for worker_class in args.variants:
+                kind, _, rest = worker_class.partition(":")
+                threads, _, workers = rest.partition("@")
                 ports = [free_port(), free_port()]
                 env = {
                     **os.environ,
                     "DATABASE_URL": args.database_url,
                     "REDIS_URL": args.redis_url,
-                    "GUNICORN_WORKER_CLASS": worker_class,
-                    "GUNICORN_THREADS": args.threads,
+                    "GUNICORN_WORKER_CLASS": kind,
+                    "GUNICORN_THREADS": threads or "4",
                     "RATELIMIT_ANON": "1000000/minute",
                     "RATELIMIT_USER": "1000000/minute",
                     "LOG_LEVEL": "WARNING",
                 }
+                if workers:
+                    env["WEB_CONCURRENCY"] = workers
                 apps = []
                 for port in ports:
                     metrics = work / f"metrics-{worker_class}-{round_number}-{port}"
@@ -184,7 +193,7 @@ def main() -> int:
                         result = wrk(url, args.seconds, args.connections, headers)
                         results.setdefault((name, worker_class), []).append(result)
                         rps, p99 = result
-                        print(f"round {round_number + 1} {worker_class:7} {name}: {rps:.0f} req/s, p99 {p99:.1f} ms")
+                        print(f"round {round_number + 1} {worker_class:11} {name}: {rps:.0f} req/s, p99 {p99:.1f} ms")
                 finally:
                     if nginx:
                         stop(nginx)
