@@ -44,7 +44,16 @@ class Conflict(ShopError):
 
 def check_json_body() -> None:
     """Refuse a body that is not a JSON object with 400 before any view reads it."""
-    if request.method not in {"POST", "PUT", "PATCH"} or not request.content_length:
+    if request.method not in {"POST", "PUT", "PATCH"}:
+        return
+    if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+        # Chunked (gunicorn marks every body so): no length to refuse up front, werkzeug stops at the limit.
+        data = request.get_data(cache=True)
+        if len(data) >= (request.max_content_length or float("inf")):
+            abort(413, message="The body is larger than the server accepts.")
+        if not data:
+            return
+    elif not request.content_length:
         return
     if not request.is_json:
         abort(400, message="Send the body as application/json.")
@@ -77,13 +86,27 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     def _database_down(error: DBAPIError) -> tuple[dict[str, Any], int, dict[str, str]]:
-        if not error.connection_invalidated and not _is_connection_failure(error):
+        if not _is_outage(error):
             raise error
         logger.warning("database unavailable: %s", error.orig)
         return error_response(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
 
 
-def _is_connection_failure(error: DBAPIError) -> bool:
-    text = str(error.orig).lower()
-    markers = ("could not connect", "connection refused", "server closed the connection", "terminating connection")
-    return any(marker in text for marker in markers)
+# SQLSTATE classes of a database that cannot serve now: connection exception, insufficient
+# resources (too many clients), operator intervention (shutting down, starting up, statement timeout).
+OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+
+
+def _is_outage(error: DBAPIError) -> bool:
+    """The database is down, restarting, overloaded or too slow, as opposed to a fault of the query.
+
+    psycopg2 sets `pgcode` only on errors the server sent; a failure to connect or a connection
+    lost (refused, "the database system is shutting down / starting up", "server closed the
+    connection") has none.
+    """
+    if error.connection_invalidated:
+        return True
+    if hasattr(error.orig, "pgcode"):
+        code = error.orig.pgcode
+        return code is None or code[:2] in OUTAGE_SQLSTATE_CLASSES
+    return "database is locked" in str(error.orig).lower()  # SQLite: another writer held it too long

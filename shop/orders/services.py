@@ -27,6 +27,8 @@ T = TypeVar("T")
 # PostgreSQL's deadlock_detected and serialization_failure: safe to run the transaction again.
 RETRYABLE_SQLSTATES = {"40P01", "40001"}
 ATTEMPTS = 5
+# The largest total the orders.total column (Numeric(12, 2)) holds; a larger order is a 422, not a 500.
+MAX_ORDER_TOTAL = Decimal("9999999999.99")
 
 # Where staff may move an order with PATCH; cancelling has its own rule and returns stock.
 NEXT_STATUS = {
@@ -85,6 +87,10 @@ def _write_order(
     if short:
         STOCK_CONFLICTS.inc()
         raise InsufficientStock("Not enough stock for some items.", {"items": short})
+    total = sum((products[pid].price * qty for pid, qty in wanted.items()), Decimal("0.00"))
+    if total > MAX_ORDER_TOTAL:
+        message = f"The order's total would be {total:.2f}; one order holds at most {MAX_ORDER_TOTAL}."
+        raise ValidationFailed("The order is too large.", {"json": {"items": [message]}})
 
     order = Order(user=user, status=OrderStatus.PENDING, total=Decimal("0.00"))
     for line in lines:
