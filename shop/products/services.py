@@ -35,6 +35,8 @@ VIEW_COLUMNS = (
     Category.description.label("category_description"),
 )
 VISIBLE = Product.hidden == false()
+# No table here holds more rows than an int4 id can number: a larger offset is past the end for sure.
+MAX_OFFSET = 2**31 - 1
 
 
 def product_view(row: Row[Any]) -> dict[str, Any]:
@@ -60,20 +62,25 @@ def _views() -> Select[Any]:
 
 
 def list_products(filters: dict[str, Any], pagination: Any) -> list[dict[str, Any]]:
-    """One page of visible products: a count and a page, two statements whatever the page size."""
+    """One page of visible products and their total, in one statement whatever the page size.
+
+    The total rides along as an scalar subquery the database computes once, saving a round trip; only an empty
+    page (nothing matches, or past the end) needs the count on its own.
+    """
     conditions = _conditions(filters)
+    count = select(func.count()).select_from(Product).where(*conditions)
     # Core on the session's connection: the same transaction, without the ORM's per-statement machinery.
     connection = db.session.connection()
-    pagination.item_count = connection.scalar(select(func.count()).select_from(Product).where(*conditions))
-    if pagination.first_item >= pagination.item_count:
-        return []  # past the end: no page query (and no OFFSET beyond what the database can count)
-    ordering = filters.get("ordering", "id")
-    column = ORDER_COLUMNS[ordering.lstrip("-")]
-    # The id breaks ties, in the same direction, so pages never overlap or skip a product.
-    keys = [column] if column is Product.id else [column, Product.id]
-    order = [key.desc() if ordering.startswith("-") else key.asc() for key in keys]
-    query = _views().where(*conditions).order_by(*order)
-    rows = connection.execute(query.limit(pagination.page_size).offset(pagination.first_item))
+    rows = []
+    if pagination.first_item <= MAX_OFFSET:
+        ordering = filters.get("ordering", "id")
+        column = ORDER_COLUMNS[ordering.lstrip("-")]
+        # The id breaks ties, in the same direction, so pages never overlap or skip a product.
+        keys = [column] if column is Product.id else [column, Product.id]
+        order = [key.desc() if ordering.startswith("-") else key.asc() for key in keys]
+        query = _views().add_columns(count.scalar_subquery().label("total")).where(*conditions).order_by(*order)
+        rows = connection.execute(query.limit(pagination.page_size).offset(pagination.first_item)).all()
+    pagination.item_count = rows[0].total if rows else connection.scalar(count)
     return [product_view(row) for row in rows]
 
 
