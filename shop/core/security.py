@@ -77,6 +77,10 @@ def add_security_headers(response: Response) -> Response:
         headers["Content-Security-Policy"] = docs_csp(response.get_data()) if is_page else API_CSP
     if "Authorization" in request.headers:
         headers["Cache-Control"] = "no-store"
+    if current_app.config["CORS_ORIGINS"]:
+        # Whether CORS headers are sent depends on Origin: a shared cache must keep one copy per origin
+        # (flask-cors says so itself only when more than one origin is configured).
+        response.vary.add("Origin")
     return response
 
 
