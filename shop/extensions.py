@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from shop.core.api import ShopApi
 from shop.core.metrics import LATENCY_BUCKETS
-from shop.core.ratelimit import API_LIMIT, STRATEGY, is_exempt, rate_limit_key
+from shop.core.ratelimit import API_LIMIT, STRATEGY, RateLimitedResponses, is_exempt, rate_limit_key
 
 # Stable constraint names, so migrations are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -32,7 +32,7 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate(render_as_batch=True)
-api = ShopApi()
+api = ShopApi(spec_kwargs={"extra_plugins": [RateLimitedResponses()]})  # 429 documented where limits apply
 jwt = JWTManager()
 cache = Cache()
 cors = CORS()

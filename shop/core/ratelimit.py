@@ -19,6 +19,7 @@ import ipaddress
 import time
 from typing import Any
 
+from apispec import BasePlugin
 from flask import current_app, request
 from flask_jwt_extended import decode_token
 from flask_limiter import Limit
@@ -164,3 +165,14 @@ class OneTripFixedWindow(FixedWindowRateLimiter):
 
 
 STRATEGIES[STRATEGY] = OneTripFixedWindow
+
+
+class RateLimitedResponses(BasePlugin):
+    """Document the 429 on every operation a limit applies to (all but the operations routes)."""
+
+    def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
+        rule = kwargs.get("rule")
+        if rule is not None and rule.endpoint.split(".", 1)[0] in EXEMPT_BLUEPRINTS:
+            return
+        for operation in (operations or {}).values():
+            operation.setdefault("responses", {}).setdefault("429", "TOO_MANY_REQUESTS")
