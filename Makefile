@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-.PHONY: help install run migrate test lint format
+.PHONY: help install run migrate test lint format fuzz
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,3 +56,6 @@ lint: install ## The checks of .pre-commit-config.yaml, without pre-commit: ruff
 format: install ## Format and fix what ruff can
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+fuzz: install ## Fuzz the live API with Schemathesis, as a customer and as staff (FUZZ_DATABASE_URL, else SQLite)
+	$(BIN)/python -m tests.security.fuzz
