@@ -243,3 +243,22 @@ def test_production_refuses_the_example_values():
 
     with pytest.raises(ConfigError):
         load_config({**example, "APP_ENV": "production"})
+
+
+def test_the_security_lint_is_on_and_the_code_passes_it():
+    """ruff's S rules (bandit's checks) are selected for the project, and the application code has no finding."""
+    import sys
+    import tomllib
+
+    selected = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]["select"]
+    ruff = Path(sys.executable).with_name("ruff")
+    result = subprocess.run(
+        [str(ruff), "check", "--no-cache", "--select", "S", "shop", "wsgi.py", "celery_worker.py", "gunicorn.conf.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert "S" in selected
+    assert result.returncode == 0, result.stdout
