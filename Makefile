@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-.PHONY: help install run migrate test lint format fuzz
+.PHONY: help install run migrate test lint format fuzz bench bench-smoke profile loadtest
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,3 +59,23 @@ format: install ## Format and fix what ruff can
 
 fuzz: install ## Fuzz the live API with Schemathesis, as a customer and as staff (FUZZ_DATABASE_URL, else SQLite)
 	$(BIN)/python -m tests.security.fuzz
+
+# Benchmarks and load tests: each starts what it needs on loopback and stops it (README "Performance").
+BENCH_SECONDS ?= 5
+USERS ?= 200
+SPAWN_RATE ?= 20
+DURATION ?= 60
+PROCESSES ?= 0
+
+bench: install ## Measure the shop against this machine's ceilings; writes docs/performance.md (a few minutes)
+	$(BIN)/python bench/run.py --seconds $(BENCH_SECONDS)
+
+bench-smoke: install ## The benchmark in brief (3 s a scenario, 1,000 connections for 10 s): CI runs it
+	$(BIN)/python bench/run.py --seconds 3 --rounds 1 --mix-seconds 10 --mix-connections 1000
+
+profile: install ## py-spy flame graphs of the shop's workers under each direct scenario, in reports/profile/
+	$(BIN)/python bench/run.py --profile --seconds $(BENCH_SECONDS)
+
+loadtest: install ## Locust journeys, headless, DURATION s (USERS, SPAWN_RATE; HOST=url, else a local stack)
+	$(BIN)/python bench/loadtest.py --users $(USERS) --spawn-rate $(SPAWN_RATE) --seconds $(DURATION) \
+		--processes $(PROCESSES) $(if $(filter command line,$(origin HOST)),--host $(HOST))
