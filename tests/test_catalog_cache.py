@@ -260,6 +260,29 @@ def test_the_key_is_the_selecting_parameters_only_and_cannot_be_forged(cached):
     assert client.get("/api/products/?search=e%26in_stock%3Dtrue").get_json() == []
 
 
+def test_a_long_search_is_cached_under_a_hashed_key(cached):
+    client = cached.test_client()
+    _, product_id, _ = arrange(cached)
+    url = "/api/products/?search=" + "mouse " * 16
+    client.get(url)
+    change_behind_the_apps_back(cached, product_id, name="Wireless mouse " + "mouse " * 16)
+
+    before = hits()
+    assert client.get(url).get_json() == []  # the stored answer, from before the name matched
+    assert hits() == before + 1
+
+
+def test_an_entry_that_cannot_be_read_is_a_miss(cached):
+    from shop.extensions import cache
+
+    client = cached.test_client()
+    arrange(cached)
+    with cached.app_context():
+        cache.set("catalog:products", b"not an entry")
+
+    assert client.get("/api/products/").get_json()[0]["name"] == "Wireless Mouse"
+
+
 def test_cache_off_always_reads_the_database(app):
     with running(cache_app(None, CATALOG_CACHE=False)) as off:
         _, product_id, _ = arrange(off)
