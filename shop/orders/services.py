@@ -76,6 +76,8 @@ def place_order(
 def _write_order(
     user: User, lines: list[dict[str, int]], claimed: idempotency.Claim | None, render: Callable[[Order], bytes]
 ) -> tuple[int, bytes]:
+    if claimed is not None:
+        idempotency.hold(claimed)
     wanted = {line["product_id"]: line["quantity"] for line in lines}
     products = _lock_products(sorted(wanted))
     _check_lines(lines, products)

@@ -1,0 +1,1 @@
+"""Fault tests: the shop under load while its services fail, and what must hold afterwards."""
