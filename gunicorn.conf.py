@@ -94,6 +94,7 @@ def post_worker_init(worker: Any) -> None:
     with app.app_context():
         for engine in db.engines.values():
             engine.dispose(close=False)
+    worker.log.info("Worker ready (pid: %s)", worker.pid)
 
 
 def child_exit(server: Any, worker: Any) -> None:

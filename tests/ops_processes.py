@@ -137,6 +137,12 @@ def start_gunicorn(port: int, workers: int, env: dict[str, str], log: Path) -> S
         f"gunicorn:{port}", args, log, env={**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers)}
     )
     try:
+        # Every worker has loaded the app (gunicorn.conf.py logs it), so each can take requests.
+        wait_until(
+            lambda: server.output().count('"Worker ready (pid: ') >= workers,
+            timeout=60,
+            what=f"{workers} gunicorn workers on {port}",
+        )
         wait_until(
             lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200,
             timeout=30,
