@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-.PHONY: help install run migrate test lint format fuzz bench bench-smoke profile loadtest
+.PHONY: help install run migrate test lint format fuzz bench bench-smoke profile loadtest backup restore soak
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -79,3 +79,15 @@ profile: install ## py-spy flame graphs of the shop's workers under each direct 
 loadtest: install ## Locust journeys, headless, DURATION s (USERS, SPAWN_RATE; HOST=url, else a local stack)
 	$(BIN)/python bench/loadtest.py --users $(USERS) --spawn-rate $(SPAWN_RATE) --seconds $(DURATION) \
 		--processes $(PROCESSES) $(if $(filter command line,$(origin HOST)),--host $(HOST))
+
+# Backups and the soak run (README "Reliability").
+SOAK_SECONDS ?= 600
+
+backup: ## Dump DATABASE_URL (PostgreSQL) with pg_dump -Fc to BACKUP (default backups/shop-<UTC time>.dump)
+	bash scripts/backup.sh $(BACKUP)
+
+restore: ## Restore BACKUP into a new database RESTORE_DATABASE_URL with pg_restore; the live one is untouched
+	bash scripts/restore.sh "$(BACKUP)" "$(RESTORE_DATABASE_URL)"
+
+soak: install ## 10 minutes of steady load on a local stack: worker memory, DB connections, metrics files stay flat
+	$(BIN)/python -m tests.reliability.soak --seconds $(SOAK_SECONDS)
