@@ -91,3 +91,10 @@ def test_health(client):
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
     assert ready.status_code == 200 and "database" in ready.get_json()["checks"]
+
+
+@pytest.mark.parametrize(
+    "body", ['{"username": 1e400}', '{"username": 123456789012345678901234567890}', '{"username": NaN}']
+)
+def test_numbers_out_of_range_are_a_validation_error_not_bad_json(client, body):
+    _assert_error(client.post("/api/users/", data=body, content_type="application/json"), 422)

@@ -32,7 +32,12 @@ class OrjsonProvider(JSONProvider):
         return dumps_bytes(obj).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return orjson.loads(s)
+        try:
+            return orjson.loads(s)
+        except orjson.JSONDecodeError:
+            # orjson refuses numbers past its range (1e400, integers past 64 bits); the standard
+            # library reads them, so validation can answer 422 rather than "not JSON".
+            return json.loads(s)
 
     def response(self, *args: Any, **kwargs: Any) -> Any:
         obj = self._prepare_response_obj(args, kwargs)
