@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, request
 from flask_smorest import abort
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import default_exceptions
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,12 @@ def register_error_handlers(app: Flask) -> None:
         if not _is_outage(error):
             raise error
         logger.warning("database unavailable: %s", error.orig)
+        return error_response(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
+
+    @app.errorhandler(PoolTimeout)
+    def _pool_exhausted(error: PoolTimeout) -> tuple[dict[str, Any], int, dict[str, str]]:
+        # Every pooled connection stayed busy for DB_POOL_TIMEOUT seconds.
+        logger.warning("database pool exhausted: %s", error)
         return error_response(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
 
 
