@@ -8,11 +8,12 @@ from typing import Any
 from flask import Flask
 
 from shop.config import INSTANCE_DIR, load_config
+from shop.core.lean import LeanFlask
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the application: configuration, extensions, blueprints, errors, commands, logging."""
-    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    app = LeanFlask(__name__, instance_relative_config=True, static_folder=None)
     app.config.update(load_config())
     if config:
         app.config.update(config)

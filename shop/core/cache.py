@@ -12,8 +12,9 @@ can never be served after the bump; a write answered 2xx is therefore visible on
 
 Where the version lives:
 - Redis (`REDIS_URL`): one key shared by every process. A cached GET costs one round trip: an MGET
-  of the version and the entry. The entry's key has no version in it, so a stale entry is
-  overwritten in place rather than left behind.
+  of the version and the entry, which the rate limit check sends in its own round trip when it
+  uses the same Redis (`shop.core.readahead`). The entry's key has no version in it, so a stale
+  entry is overwritten in place rather than left behind.
 - In-process (no `REDIS_URL`): a counter in this process. That is exact for a single process
   (`make run` serves with `flask run`), and wrong for several: under gunicorn the cache is
   therefore off unless `REDIS_URL` is set. Several workers need Redis to cache.
@@ -40,6 +41,7 @@ from urllib.parse import urlencode
 from flask import Flask, Response, current_app, request
 from redis.exceptions import RedisError
 
+from shop.core import readahead
 from shop.core.metrics import CACHE_ERRORS, CACHE_REQUESTS
 from shop.extensions import cache
 
@@ -102,6 +104,7 @@ class CatalogCache:
     def __init__(self, app: Flask) -> None:
         self.backend = app.extensions["cache"][cache]
         self.shared = hasattr(self.backend, "_write_client")  # cachelib's RedisCache
+        self.location = readahead.location(self.backend._read_client) if self.shared else None
         self.enabled = bool(app.config.get("CATALOG_CACHE", True)) and (self.shared or not _several_processes())
         if app.config.get("CATALOG_CACHE", True) and not self.enabled:
             logger.warning("catalog cache off: several worker processes need REDIS_URL to share one cache")
@@ -123,13 +126,25 @@ class CatalogCache:
         try:
             if self._owed_bump:
                 self._bump_shared()
-            version, raw = self.backend.get_many(VERSION_KEY, key)
+            version, raw = self._read(key)
             if version is None:
                 version = self._start_shared_version()
             return int(version), raw
         except UNAVAILABLE as exc:
             self._failed("read", exc)
             return None, None
+
+    def _read(self, key: str) -> list[Any]:
+        """The version and the entry: fetched ahead by the rate limit check, else one MGET now."""
+        prefix = self.backend._get_prefix()
+        ahead = readahead.take([prefix + VERSION_KEY, prefix + key])
+        if ahead is None:
+            return self.backend.get_many(VERSION_KEY, key)
+        return [self.backend.serializer.loads(value) for value in ahead]
+
+    def readable_ahead(self) -> bool:
+        """Whether a lookup now would read Redis right away (no owed invalidation, no recent outage)."""
+        return self.enabled and self.shared and not self._owed_bump and time.monotonic() >= self._down_until
 
     def store(self, key: str, version: int, entry: CachedResponse) -> None:
         try:
@@ -243,9 +258,27 @@ def cached_response(namespace: str, params: Sequence[str] = ()) -> Callable[[Cal
             response.headers["ETag"] = entry.etag
             return response
 
+        wrapper._catalog_cache = (namespace, tuple(params))  # type: ignore[attr-defined] # for _keys_ahead
         # Document ETag, If-None-Match and 304 the way flask-smorest's own `etag` decorator does.
         wrapper._apidoc = deepcopy(getattr(view, "_apidoc", {}))  # type: ignore[attr-defined]
         wrapper._apidoc["etag"] = True  # type: ignore[attr-defined]
         return wrapper
 
     return decorator
+
+
+@readahead.provider
+def _keys_ahead() -> tuple[readahead.Location, list[str]] | None:
+    """A cached catalog GET will read the catalog version and its entry: the rate limit check may fetch them."""
+    if request.method not in ("GET", "HEAD") or request.endpoint is None:
+        return None
+    view_class = getattr(current_app.view_functions.get(request.endpoint), "view_class", None)
+    spec = getattr(getattr(view_class, "get", None), "_catalog_cache", None)
+    if spec is None:
+        return None
+    store = catalog_cache()
+    if not store.readable_ahead():
+        return None
+    prefix = store.backend._get_prefix()
+    key = _key(spec[0], request.view_args or {}, spec[1])
+    return store.location, [prefix + VERSION_KEY, prefix + key]  # type: ignore[return-value]

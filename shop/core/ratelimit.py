@@ -8,7 +8,9 @@ Operations routes (health, readiness, metrics) are exempt.
 
 The strategy is a fixed window whose increment also reads the window's expiry in the same Redis
 call (`OneTripFixedWindow`); flask-limiter's stock strategy would spend two more round trips per
-request (GET and TTL) to write the `X-RateLimit-*` and `Retry-After` headers. When Redis fails,
+request (GET and TTL) to write the `X-RateLimit-*` and `Retry-After` headers. Keys the request
+will read next from the same Redis (a cached catalog page) travel in that round trip too
+(`shop.core.readahead`). When Redis fails,
 flask-limiter switches to in-process counters (logged by the `flask-limiter` logger); each check
 served that way is counted in `shop_rate_limit_fallbacks_total`.
 """
@@ -27,6 +29,9 @@ from limits import RateLimitItem
 from limits.storage import RedisStorage
 from limits.strategies import STRATEGIES, FixedWindowRateLimiter
 from limits.util import WindowStats
+from redis.exceptions import NoScriptError
+
+from shop.core import readahead
 
 TOO_MANY = "Too many requests: wait the number of seconds in Retry-After, then try again."
 # Blueprints whose routes no limit applies to: probes and scrapes must never be refused.
@@ -137,12 +142,14 @@ class OneTripFixedWindow(FixedWindowRateLimiter):
         super().__init__(storage)
         self._script = None
         if isinstance(storage, RedisStorage):
-            self._script = storage.get_connection().register_script(_INCR_WITH_TTL)
+            self._client = storage.get_connection()
+            self._script = self._client.register_script(_INCR_WITH_TTL)
+            self._location = readahead.location(self._client)
 
     def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
         key = item.key_for(*identifiers)
         if self._script is not None:
-            count, ttl_ms = self._script([self.storage.prefixed_key(key)], [item.get_expiry(), cost])
+            count, ttl_ms = self._increment(self.storage.prefixed_key(key), item.get_expiry(), cost)
             reset = time.time() + int(ttl_ms) / 1000
         else:
             count = self.storage.incr(key, item.get_expiry(), amount=cost)
@@ -150,6 +157,21 @@ class OneTripFixedWindow(FixedWindowRateLimiter):
             self._count_fallback()
         _memo()[f"window:{id(self)}:{key}"] = WindowStats(reset, max(0, item.amount - int(count)))
         return int(count) <= item.amount
+
+    def _increment(self, name: str, expiry: int, cost: int) -> tuple[int, int]:
+        """The script's (count, ttl), with the request's read-ahead keys fetched in the same round trip."""
+        keys = readahead.wanted(self._location)
+        if not keys:
+            return self._script([name], [expiry, cost])  # type: ignore[misc]
+        pipe = self._client.pipeline(transaction=False)
+        pipe.evalsha(self._script.sha, 1, name, expiry, cost)  # type: ignore[union-attr]
+        pipe.mget(keys)
+        try:
+            (count, ttl_ms), values = pipe.execute()
+        except NoScriptError:  # Redis restarted or its scripts were flushed: load it, and no read-ahead
+            return self._script([name], [expiry, cost])  # type: ignore[misc]
+        readahead.keep(keys, values)
+        return count, ttl_ms
 
     def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
         remembered = _memo().get(f"window:{id(self)}:{item.key_for(*identifiers)}")

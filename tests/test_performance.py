@@ -1,0 +1,210 @@
+"""The hot paths' shortcuts keep the shop's behaviour: a cached page in one Redis round trip, no cookie sessions.
+
+Speed itself is measured by `make bench`, never asserted here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask, session
+from redis.connection import AbstractConnection
+
+from shop import create_app
+from shop.extensions import db, limiter
+from tests.conftest import app_config, need_service
+from tests.factories import make_category, make_product
+from tests.security.conftest import RedisServer
+
+ANONYMOUS = {"environ_base": {"REMOTE_ADDR": "198.51.100.7"}}
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own: its scripts may be flushed and its traffic watched."""
+    need_service("REDIS_URL", os.environ.get("REDIS_URL"))
+    if not shutil.which("redis-server"):
+        need_service("redis-server (binary)", None)
+    with tempfile.TemporaryDirectory(prefix="shop-redis-") as directory:
+        server = RedisServer(Path(directory))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def redis_shop(app: Flask, private_redis: RedisServer) -> Iterator[Callable[..., Flask]]:
+    """Make an app whose catalog cache and rate limits both live in the private Redis, limits on."""
+    made: list[Flask] = []
+
+    def make(**overrides: Any) -> Flask:
+        url = private_redis.url(4)
+        options = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+        config = {
+            "REDIS_URL": url,
+            "CACHE_TYPE": "RedisCache",
+            "CACHE_REDIS_URL": url,
+            "CACHE_KEY_PREFIX": f"perf-{uuid.uuid4().hex}:",
+            "CACHE_OPTIONS": options,
+            "RATELIMIT_ENABLED": True,
+            "RATELIMIT_STORAGE_URI": url,
+            "RATELIMIT_STORAGE_OPTIONS": options,
+            "RATELIMIT_ANON": "100/minute",
+        }
+        made.append(create_app(app_config(**{**config, **overrides})))
+        return made[-1]
+
+    yield make
+    limiter.init_app(app)  # the limiter is one object: back to the session's app, limits off
+    limiter._storage_dead = False
+    for shop in made:
+        with shop.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def catalog(app: Flask) -> list[int]:
+    with app.app_context():
+        category = make_category(name="Lamps")
+        return [make_product(category, name=f"Lamp {n}", price="10.00").id for n in range(3)]
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], Any]], int]:
+    """How many times the app's Redis clients wrote to a socket (one write a round trip) during an action."""
+    sends: list[int] = []
+    original = AbstractConnection.send_packed_command
+
+    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        sends.append(1)
+        original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+
+    def count(action: Callable[[], Any]) -> int:
+        sends.clear()
+        action()
+        return len(sends)
+
+    return count
+
+
+def _commands(server: RedisServer, action: Callable[[], Any]) -> list[str]:
+    """The commands clients sent to Redis while `action` ran (MONITOR; not those a Lua script ran)."""
+    marker = f"end-{uuid.uuid4()}"
+    marker_client = server.client()
+    marker_client.ping()
+    with server.client().monitor() as monitor:
+        action()
+        marker_client.echo(marker)
+        commands = []
+        while marker not in (command := monitor.next_command())["command"]:
+            if command["client_type"] != "lua":
+                commands.append(command["command"].split()[0].upper())
+    return commands
+
+
+def test_a_cached_catalog_page_costs_one_round_trip_to_redis(redis_shop, private_redis, catalog, round_trips):
+    client = redis_shop().test_client()
+    first = client.get("/api/products/", **ANONYMOUS)  # a miss: stored for the next request
+    assert first.status_code == 200
+
+    answers: list[Any] = []
+    trips = round_trips(lambda: answers.append(client.get("/api/products/", **ANONYMOUS)))
+    commands = _commands(private_redis, lambda: answers.append(client.get("/api/products/", **ANONYMOUS)))
+
+    assert trips == 1
+    assert commands == ["EVALSHA", "MGET"]  # the limit's increment and the page, in one pipeline
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.get_data() == first.get_data() and answer.headers["ETag"] == first.headers["ETag"]
+    assert [answer.headers["X-RateLimit-Remaining"] for answer in answers] == ["98", "97"]
+
+
+def test_the_same_holds_for_a_product_page_and_its_304(redis_shop, catalog, round_trips):
+    client = redis_shop().test_client()
+    path = f"/api/products/{catalog[0]}/"
+    etag = client.get(path, **ANONYMOUS).headers["ETag"]
+
+    answers: list[Any] = []
+    trips = round_trips(lambda: answers.append(client.get(path, headers={"If-None-Match": etag}, **ANONYMOUS)))
+
+    assert trips == 1
+    assert answers[0].status_code == 304 and answers[0].headers["ETag"] == etag
+
+
+def test_a_write_is_seen_by_the_next_read_ahead_page(redis_shop, catalog, app):
+    shop = redis_shop()
+    client = shop.test_client()
+    assert client.get("/api/products/", **ANONYMOUS).status_code == 200
+    assert client.get("/api/products/", **ANONYMOUS).get_json()[0]["name"] == "Lamp 0"
+
+    with shop.app_context():
+        from shop.products import services
+
+        services.update_product(catalog[0], {"name": "Desk lamp"})  # commits, then invalidates
+
+    assert client.get("/api/products/", **ANONYMOUS).get_json()[0]["name"] == "Desk lamp"
+
+
+def test_cached_pages_still_count_against_the_limit(redis_shop, catalog):
+    client = redis_shop(RATELIMIT_ANON="2/minute").test_client()
+
+    statuses = [client.get("/api/products/", **ANONYMOUS).status_code for _ in range(3)]
+
+    assert statuses == [200, 200, 429]
+
+
+def test_flushed_scripts_cost_one_slower_request_and_nothing_else(redis_shop, private_redis, catalog, round_trips):
+    client = redis_shop().test_client()
+    page = client.get("/api/products/", **ANONYMOUS).get_data()
+    private_redis.client().script_flush()  # as after a Redis restart that kept its data
+
+    reloaded = client.get("/api/products/", **ANONYMOUS)
+    answers: list[Any] = []
+    trips = round_trips(lambda: answers.append(client.get("/api/products/", **ANONYMOUS)))
+
+    assert reloaded.status_code == 200 and reloaded.get_data() == page
+    assert trips == 1 and answers[0].get_data() == page
+
+
+def test_without_the_limiter_the_cache_reads_redis_itself(redis_shop, catalog, round_trips):
+    client = redis_shop(RATELIMIT_ENABLED=False).test_client()
+    page = client.get("/api/products/", **ANONYMOUS).get_data()
+
+    answers: list[Any] = []
+    trips = round_trips(lambda: answers.append(client.get("/api/products/", **ANONYMOUS)))
+
+    assert trips == 1 and answers[0].get_data() == page
+
+
+def test_a_cache_on_another_redis_is_read_apart(redis_shop, private_redis, catalog, round_trips):
+    """Keys travel with the limit check only to the Redis they live in."""
+    url = os.environ["REDIS_URL"]
+    client = redis_shop(CACHE_REDIS_URL=url, REDIS_URL=url).test_client()
+    page = client.get("/api/products/", **ANONYMOUS).get_data()
+
+    answers: list[Any] = []
+    trips = round_trips(lambda: answers.append(client.get("/api/products/", **ANONYMOUS)))
+
+    assert trips == 2 and answers[0].get_data() == page
+
+
+def test_the_api_keeps_no_cookie_sessions(app, client, catalog):
+    response = client.get("/api/products/")
+
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers
+    with app.test_request_context("/api/products/"):
+        assert dict(session) == {}
+        with pytest.raises(RuntimeError):
+            session["user"] = "alice"
