@@ -1,11 +1,15 @@
-"""The flask-smorest Api with the shop's one error body."""
+"""The flask-smorest Api with the shop's one error body, and the Blueprint every part of the shop uses."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import flask_smorest
+import marshmallow as ma
+from flask import Request
 from flask_smorest import Api
 from flask_smorest.pagination import PaginationMetadataSchema
+from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import HTTPException
 
 
@@ -31,3 +35,49 @@ class ShopApi(Api):
             },
             lazy=True,
         )
+
+
+class OneSchemaParser(FlaskParser):
+    """webargs' Flask parser, keeping one instance of each schema class instead of making one per request.
+
+    Given a schema class (as `paginate` always gives it), webargs instantiates it on every request,
+    deep-copying each of its fields: a tenth of a cold catalog page's CPU (`make profile`). A
+    schema keeps nothing between loads, so one instance serves every request.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._schemas: dict[type[ma.Schema], ma.Schema] = {}
+
+    def _get_schema(self, argmap: Any, req: Request) -> ma.Schema:
+        if isinstance(argmap, type) and issubclass(argmap, ma.Schema):
+            schema = self._schemas.get(argmap)
+            if schema is None:
+                schema = self._schemas.setdefault(argmap, argmap())
+            return schema
+        return super()._get_schema(argmap, req)
+
+
+_PAGINATION_METADATA = PaginationMetadataSchema()
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """flask-smorest's Blueprint with schema instances made once (arguments, pagination, X-Pagination)."""
+
+    ARGUMENTS_PARSER = OneSchemaParser()
+    PAGINATION_ARGUMENTS_PARSER = OneSchemaParser()
+
+    @staticmethod
+    def _make_pagination_metadata(page: int, page_size: int, item_count: int) -> dict[str, int]:
+        """flask-smorest's X-Pagination content, dumped by one schema instance."""
+        metadata = {"total": item_count, "total_pages": 0}
+        if item_count:
+            last_page = (item_count - 1) // page_size + 1
+            metadata.update(total_pages=last_page, first_page=1, last_page=last_page)
+            if page <= last_page:
+                metadata["page"] = page
+                if page > 1:
+                    metadata["previous_page"] = page - 1
+                if page < last_page:
+                    metadata["next_page"] = page + 1
+        return _PAGINATION_METADATA.dump(metadata)

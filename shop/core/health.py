@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, current_app
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
+from shop.core.api import Blueprint
 from shop.core.errors import error_response
 from shop.extensions import db
 

@@ -7,8 +7,9 @@ from typing import Any
 from flask import Response, current_app
 from flask.views import MethodView
 from flask_jwt_extended import current_user
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
+from shop.core.api import Blueprint
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE, page_of
 from shop.orders import emails, services

@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from shop.core.api import Blueprint
 from shop.core.auth import auth
 from shop.core.cache import cached_response
 from shop.core.pagination import PAGINATE

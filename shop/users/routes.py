@@ -6,9 +6,9 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt, verify_jwt_in_request
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
+from shop.core.api import Blueprint
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE, page_of
 from shop.core.ratelimit import credential_limit, rate_limit_key
