@@ -8,9 +8,23 @@ response cache, so the next GET sees them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Row, Select, cast, false, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Row,
+    Select,
+    bindparam,
+    cast,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from shop.core.cache import invalidate_catalog
@@ -67,40 +81,76 @@ def list_products(filters: dict[str, Any], pagination: Any) -> list[dict[str, An
     The total rides along as an scalar subquery the database computes once, saving a round trip; only an empty
     page (nothing matches, or past the end) needs the count on its own.
     """
-    conditions = _conditions(filters)
-    count = select(func.count()).select_from(Product).where(*conditions)
+    shape, values = _filter_values(filters)
+    count, page = _list_statements(shape, filters.get("ordering", "id"))
     # Core on the session's connection: the same transaction, without the ORM's per-statement machinery.
     connection = db.session.connection()
     rows = []
     if pagination.first_item <= MAX_OFFSET:
-        ordering = filters.get("ordering", "id")
-        column = ORDER_COLUMNS[ordering.lstrip("-")]
-        # The id breaks ties, in the same direction, so pages never overlap or skip a product.
-        keys = [column] if column is Product.id else [column, Product.id]
-        order = [key.desc() if ordering.startswith("-") else key.asc() for key in keys]
-        query = _views().add_columns(count.scalar_subquery().label("total")).where(*conditions).order_by(*order)
-        rows = connection.execute(query.limit(pagination.page_size).offset(pagination.first_item)).all()
-    pagination.item_count = rows[0].total if rows else connection.scalar(count)
+        values.update(limit=pagination.page_size, offset=pagination.first_item)
+        rows = connection.execute(page, values).all()
+    pagination.item_count = rows[0].total if rows else connection.scalar(count, values)
     return [product_view(row) for row in rows]
 
 
-def _conditions(filters: dict[str, Any]) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [VISIBLE]
+def _filter_values(filters: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Which filters apply (the statements' shape) and the values bound to them."""
+    values: dict[str, Any] = {}
     if "category" in filters:
-        conditions.append(Product.category_id == filters["category"])
+        values["category"] = filters["category"]
     if filters.get("search"):
+        values["pattern"] = "%" + _escape_like(filters["search"]) + "%"
+    for bound in ("min_price", "max_price"):
+        if filters.get(bound) is not None:
+            values[bound] = filters[bound]
+    shape = tuple(values)
+    if filters.get("in_stock") is not None:
+        shape += ("in_stock" if filters["in_stock"] else "sold_out",)
+    return shape, values
+
+
+@cache
+def _list_statements(shape: tuple[str, ...], ordering: str) -> tuple[Select[Any], Select[Any]]:
+    """The count and the page statements of one shape and ordering, built once with bound parameters.
+
+    Reusing the same statement objects spares every request building the expression, computing its cache
+    key and adapting the cached result columns to new column objects (a third of a page's SQL work in
+    `make profile`). At most 8 orderings times 48 shapes.
+    """
+    conditions = _conditions(shape)
+    count = select(func.count()).select_from(Product).where(*conditions)
+    column = ORDER_COLUMNS[ordering.lstrip("-")]
+    # The id breaks ties, in the same direction, so pages never overlap or skip a product.
+    keys = [column] if column is Product.id else [column, Product.id]
+    order = [key.desc() if ordering.startswith("-") else key.asc() for key in keys]
+    page = (
+        _views()
+        .add_columns(count.scalar_subquery().label("total"))
+        .where(*conditions)
+        .order_by(*order)
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("offset", type_=Integer))
+    )
+    return count, page
+
+
+def _conditions(shape: tuple[str, ...]) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [VISIBLE]
+    if "category" in shape:
+        conditions.append(Product.category_id == bindparam("category", type_=Integer))
+    if "pattern" in shape:
         # ILIKE on each column: PostgreSQL answers it from the trigram indexes (migration 0002).
-        pattern = "%" + _escape_like(filters["search"]) + "%"
+        pattern = bindparam("pattern", type_=Product.name.type)
         conditions.append(
             or_(Product.name.ilike(pattern, escape="\\"), Product.description.ilike(pattern, escape="\\"))
         )
-    if filters.get("min_price") is not None:
-        conditions.append(Product.price >= filters["min_price"])
-    if filters.get("max_price") is not None:
-        conditions.append(Product.price <= filters["max_price"])
-    if filters.get("in_stock") is True:
+    if "min_price" in shape:
+        conditions.append(Product.price >= bindparam("min_price", type_=Product.price.type))
+    if "max_price" in shape:
+        conditions.append(Product.price <= bindparam("max_price", type_=Product.price.type))
+    if "in_stock" in shape:
         conditions.append(Product.stock > 0)
-    elif filters.get("in_stock") is False:
+    elif "sold_out" in shape:
         conditions.append(Product.stock == 0)
     return conditions
 
@@ -111,10 +161,15 @@ def _escape_like(text: str) -> str:
 
 def product_detail(product_id: int) -> dict[str, Any]:
     """One visible product in its dumped shape; a hidden or unknown one is a 404."""
-    row = db.session.connection().execute(_views().where(Product.id == product_id, VISIBLE)).first()
+    row = db.session.connection().execute(_detail_statement(), {"id": product_id}).first()
     if row is None:
         raise NotFound("No such product.")
     return product_view(row)
+
+
+@cache
+def _detail_statement() -> Select[Any]:
+    return _views().where(Product.id == bindparam("id", type_=Integer), VISIBLE)
 
 
 def get_product(product_id: int) -> Product:
