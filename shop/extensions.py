@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask_caching import Cache
 from flask_cors import CORS
-from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -13,6 +12,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 from shop.core.api import ShopApi
+from shop.core.lean import OnceJWTManager
 from shop.core.metrics import LATENCY_BUCKETS
 from shop.core.ratelimit import API_LIMIT, STRATEGY, RateLimitedResponses, is_exempt, rate_limit_key
 
@@ -33,7 +33,7 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate(render_as_batch=True)
 api = ShopApi(spec_kwargs={"extra_plugins": [RateLimitedResponses()]})  # 429 documented where limits apply
-jwt = JWTManager()
+jwt = OnceJWTManager()  # a request decodes its token once, for the limiter and the view
 cache = Cache()
 cors = CORS()
 # One limit a request (per user, else per IP; see shop.core.ratelimit), none on operations routes.

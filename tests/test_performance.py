@@ -13,14 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import flask_jwt_extended.jwt_manager as manager
 import pytest
 from flask import Flask, session
 from redis.connection import AbstractConnection
 
 from shop import create_app
 from shop.extensions import db, limiter
-from tests.conftest import app_config, need_service
-from tests.factories import make_category, make_product
+from tests.conftest import PASSWORD, app_config, bearer, need_service
+from tests.factories import make_category, make_product, make_user
 from tests.security.conftest import RedisServer
 
 ANONYMOUS = {"environ_base": {"REMOTE_ADDR": "198.51.100.7"}}
@@ -208,3 +209,35 @@ def test_the_api_keeps_no_cookie_sessions(app, client, catalog):
         assert dict(session) == {}
         with pytest.raises(RuntimeError):
             session["user"] = "alice"
+
+
+def test_a_signed_in_request_decodes_its_token_once(app, monkeypatch):
+    """The rate limiter (counting per user) and the view (authenticating) share one decoding of the token."""
+    decoded: list[str] = []
+    original = manager._decode_jwt
+
+    def counted(**kwargs: Any) -> dict[str, Any]:
+        decoded.append(kwargs["encoded_token"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(manager, "_decode_jwt", counted)
+    limits = {"RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://", "RATELIMIT_STORAGE_OPTIONS": {}}
+    shop = create_app(app_config(**limits))
+    try:
+        with shop.app_context():
+            make_user(username="dora", password=PASSWORD)
+        client = shop.test_client()
+        token = client.post("/api/token/", json={"username": "dora", "password": PASSWORD}).get_json()["access"]
+        decoded.clear()
+
+        me = client.get("/api/users/me/", headers=bearer(token))
+        forged = client.get("/api/users/me/", headers=bearer(token[:-2] + "xx"))
+
+        assert me.status_code == 200 and me.get_json()["username"] == "dora"
+        assert decoded.count(token) == 1
+        assert forged.status_code == 401
+    finally:
+        limiter.init_app(app)
+        with shop.app_context():
+            db.session.remove()
+            db.engine.dispose()
