@@ -34,7 +34,7 @@ KEY_LIFETIME = timedelta(hours=24)
 ABANDONED_AFTER = timedelta(seconds=60)
 # With row locks (PostgreSQL), an unlocked claim this old is abandoned: the grace covers the moment
 # between the claim's commit and its write taking the lock.
-UNLOCKED_ABANDONED_AFTER = timedelta(seconds=2)
+UNLOCKED_ABANDONED_AFTER = timedelta(seconds=1)
 LOCK_NOT_AVAILABLE = "55P03"
 IN_FLIGHT = "A request with this Idempotency-Key is still being processed; retry shortly."
 

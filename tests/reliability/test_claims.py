@@ -59,8 +59,13 @@ def test_on_postgresql_an_unlocked_claim_is_taken_over_at_once_and_a_locked_one_
 ):
     if not is_postgres(app):
         pytest.skip("row locks tell a live claim from a dead one on PostgreSQL only (SQLite waits 60 s)")
-    claimed = _claim(app, user.id, "live", lines, age=timedelta(seconds=3))
     headers = {**user_headers, "Idempotency-Key": "live"}
+    # Just claimed: its request may not have reached its write yet (the grace), so it is in flight.
+    _claim(app, user.id, "fresh", lines, age=timedelta(0))
+    just = client.post("/api/orders/", json={"items": lines}, headers={**user_headers, "Idempotency-Key": "fresh"})
+    assert just.status_code == 409 and "still being processed" in just.get_json()["message"]
+
+    claimed = _claim(app, user.id, "live", lines, age=timedelta(seconds=3))
     with app.app_context():
         # The write of a live request holds its claim's row lock.
         live = db.engine.connect()

@@ -67,7 +67,15 @@ pytestmark = pytest.mark.services
 RECOVERY_LIMIT = 5.0  # seconds after the fault ended by which every request succeeds again
 
 
-def _finish(name: str, load: Load, url: str, products: dict[int, int], logs: list[str], **extra: Any) -> dict:
+def _finish(
+    name: str,
+    load: Load,
+    url: str,
+    products: dict[int, int],
+    logs: list[str],
+    allowed_5xx: frozenset[int] = frozenset(),
+    **extra: Any,
+) -> dict:
     """The checks every fault test ends with, and its summary line."""
     fault_end = load.marks["fault_end"]
     summary = load.summary(fault_end)
@@ -78,8 +86,9 @@ def _finish(name: str, load: Load, url: str, products: dict[int, int], logs: lis
     assert "500" not in summary["statuses"], "a client saw a 500"
     assert "Timeout" not in summary["statuses"] and "ReadTimeout" not in summary["statuses"], "a request hung"
     assert "503 without Retry-After" not in summary["statuses"]
-    assert server_errors_in_logs(logs, allowed=frozenset({503})) == []
+    assert server_errors_in_logs(logs, allowed=allowed_5xx) == []
     assert summary["orders_gave_up"] == 0, "an order was still unanswered when its client gave up"
+    assert summary["orders_refused"] == 0, "an order was refused (stock is plenty, the bodies valid)"
     assert summary["reads_failed"] == 0, "a GET still failed when its client gave up"
     assert summary["recovery_s"] <= RECOVERY_LIMIT, f"requests still failed {summary['recovery_s']}s after the fault"
     return summary
@@ -183,7 +192,7 @@ def test_worker_killed_mid_order_and_master_hup_under_load(template: str, tmp_pa
             url,
             products,
             [server.log.read_text(errors="replace")],
-            killed_mid_order=True,
+            order_killed_mid_transaction=f"{slow['outcome']}, its retry {retry.status_code}",
         )
 
 
@@ -220,6 +229,7 @@ def test_postgresql_restart_answers_503_then_recovers(template: str, tmp_path: P
             url,
             products,
             [server.log.read_text(errors="replace")],
+            allowed_5xx=frozenset({503}),
             outage_503=during["503"],
         )
 
@@ -402,7 +412,9 @@ def test_instance_killed_behind_nginx_then_restarted(template: str, tmp_path: Pa
         reads = Counter(a.outcome for a in load.attempts if a.kind in {"read", "probe"})
         assert set(reads) <= {"200", "304"}, f"a GET failed through Nginx: {reads}"
         orders = Counter(a.outcome for a in load.attempts if a.kind == "order")
-        assert set(orders) <= {"201", "502"}, orders
+        # A POST in flight on the killed instance is a 502 (Nginx never resends a POST); its retry
+        # may find the key's claim for up to a second (409, in flight) before taking it over.
+        assert set(orders) <= {"201", "502", "409"}, orders
         _finish(
             "instance killed behind Nginx",
             load,
