@@ -34,10 +34,14 @@ class OrjsonProvider(JSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
             return orjson.loads(s)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
             # orjson refuses numbers past its range (1e400, integers past 64 bits); the standard
-            # library reads them, so validation can answer 422 rather than "not JSON".
-            return json.loads(s)
+            # library reads them, so validation can answer 422 rather than "not JSON". Nesting
+            # deeper than orjson allows stays refused.
+            try:
+                return json.loads(s)
+            except RecursionError:
+                raise exc from None
 
     def response(self, *args: Any, **kwargs: Any) -> Any:
         obj = self._prepare_response_obj(args, kwargs)
