@@ -1,19 +1,27 @@
 -- wrk script: many shoppers through Nginx, 90% anonymous catalog reads and 10% orders.
 --
--- Each connection is one shopper who waits a random think time (0 to 2 x THINK_MS, from before the
--- first request) between requests, so N connections offer about N / THINK_MS requests a second
+-- Each connection is one shopper, kept open (keep-alive) for the whole run: a first request at a
+-- random moment within RAMP_MS (shoppers arrive evenly, not all at once), then a think time of 0.5
+-- to 1.5 x THINK_MS between requests, so N connections offer about N / THINK_MS requests a second
 -- whatever the server does: an open load, as real visitors are. (Without think time every
 -- connection would send its next request the moment it gets an answer, and with 10,000 of them a
--- closed loop measures only how long the queue is.)
+-- closed loop measures only the queue.) Think times stay under Nginx's keep-alive timeout (65 s);
+-- bench/run.py lets a new connection wait 60 s for its first request, as wrk connects them all at
+-- the start where a browser connects when its request is ready.
 --
 -- Reads follow a popularity curve: product ids and page numbers are drawn log-uniformly, so low
 -- ones are seen most (a few best sellers and first pages), yet every product is seen now and then.
 -- Environment: TOKENS (comma-separated access tokens, one per buyer), PRODUCTS, CATEGORIES,
--- THINK_MS, ORDER_SHARE (default 0.10).
+-- THINK_MS, RAMP_MS (default THINK_MS), CONNECTIONS and THREADS (as given to wrk), ORDER_SHARE (0.10).
 local products = tonumber(os.getenv("PRODUCTS") or "10000")
 local categories = tonumber(os.getenv("CATEGORIES") or "20")
 local think_ms = tonumber(os.getenv("THINK_MS") or "9000")
 local order_share = tonumber(os.getenv("ORDER_SHARE") or "0.10")
+local ramp_ms = tonumber(os.getenv("RAMP_MS") or tostring(think_ms))
+-- Each thread connects its share of the connections first, and wrk asks for a delay before each
+-- one's first request: the first that many delays of a thread are those.
+local first_delays = math.ceil(tonumber(os.getenv("CONNECTIONS") or "1") / tonumber(os.getenv("THREADS") or "1"))
+local delays = 0
 local tokens = {}
 for token in string.gmatch(os.getenv("TOKENS") or "", "[^,]+") do
   tokens[#tokens + 1] = token
@@ -79,5 +87,9 @@ function request()
 end
 
 function delay()
-  return math.random(0, 2 * think_ms)
+  delays = delays + 1
+  if delays <= first_delays then
+    return math.random(0, ramp_ms)
+  end
+  return math.random(math.floor(think_ms / 2), math.floor(think_ms * 3 / 2))
 end

@@ -57,7 +57,6 @@ from tests.ops_processes import (  # noqa: E402
     free_port,
     gunicorn_env,
     load_nginx_render,
-    make_certificate,
     nginx_user,
     start_gunicorn,
     start_nginx,
@@ -128,7 +127,9 @@ class Postgres:
         return ["-h", self.host, "-p", self.port, "-U", self.user]
 
     def create(self) -> None:
-        if subprocess.run(["pg_isready", "-q", *self.args()], check=False).returncode != 0:
+        try:  # a restart by someone else may be under way
+            _wait(lambda: subprocess.run(["pg_isready", "-q", *self.args()]).returncode == 0, 90, "PostgreSQL")
+        except RuntimeError:
             sys.exit(f"bench: PostgreSQL does not answer on {self.host}:{self.port} (PGHOST, PGPORT, PGUSER)")
         subprocess.run(["createdb", *self.args(), self.name], check=True)
 
@@ -320,11 +321,23 @@ def start_ceiling(port: int, env: dict[str, str], log_path: Path) -> Server:
     return server
 
 
+def ecdsa_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed P-256 certificate, the kind certbot issues by default: 10,000 clients connecting at
+    once cost Nginx a TLS handshake each, and an ECDSA signature is a small fraction of an RSA-2048 one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "fullchain.pem", directory / "privkey.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    command += ["-days", "2", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)
+    key.chmod(0o644)  # read by Nginx's workers (nobody), in a directory of this run's own
+    return cert, key
+
+
 def render_nginx(prefix: Path, upstream: str, static_page: Path | None) -> tuple[Path, int]:
     """nginx/render.py's config for one upstream, the per-address limit raised (all load comes from
     127.0.0.1), plus a location serving the list page's bytes as a static file (the ceiling)."""
     render = load_nginx_render()
-    cert, key = make_certificate(prefix / "tls")
+    cert, key = ecdsa_certificate(prefix / "tls")
     https = free_port()
     text = render.render(
         user=nginx_user(),
@@ -338,6 +351,10 @@ def render_nginx(prefix: Path, upstream: str, static_page: Path | None) -> tuple
         rate=10_000_000,
         burst=10_000_000,
     )
+    # wrk opens every connection at the start and a shopper's first request comes up to a think time later;
+    # a browser connects when its request is ready. Nginx's 10 s wait for a first request would cut them.
+    assert "client_header_timeout 10s;" in text, "nginx template changed: update bench/run.py"
+    text = text.replace("client_header_timeout 10s;", "client_header_timeout 60s;")
     if static_page is not None:
         anchor = "        # Metrics are for Prometheus"
         assert anchor in text, "nginx template changed: update bench/run.py's static location"
@@ -637,11 +654,30 @@ def access_lines(path: Path, offset: int) -> list[dict[str, Any]]:
     return lines
 
 
+def _route_of(line: dict[str, Any]) -> str:
+    """What a request of bench/mix.lua asked for, from its Nginx access line."""
+    uri = str(line.get("uri", ""))
+    if line.get("method") == "POST":
+        return "place an order"
+    if uri.startswith("/api/categories/"):
+        return "categories"
+    if "search=" in uri:
+        return "search"
+    if "category=" in uri:
+        return "category, ordered"
+    if "min_price=" in uri:
+        return "price range"
+    if re.match(r"^/api/products/\d+/", uri):
+        return "product page"
+    return "list page"
+
+
 def run_mix(
     stack: Stack, tools: dict[str, str], buyers: list[tuple[int, str]], args: argparse.Namespace
 ) -> dict[str, Any]:
     connections = args.mix_connections
-    think_ms = round(connections * 1000 / args.mix_rate)
+    # Idle longer than Nginx's keep-alive timeout (65 s) and a shopper would be disconnected: cap it.
+    think_ms = min(round(connections * 1000 / args.mix_rate), 40_000)
     access_log = stack.nginx_warm_prefix / "access.log"  # type: ignore[operator]
     offset = access_log.stat().st_size if access_log.exists() else 0
     scenario = Scenario(
@@ -654,9 +690,15 @@ def run_mix(
             "PRODUCTS": str(PRODUCTS),
             "CATEGORIES": str(CATEGORIES),
             "THINK_MS": str(think_ms),
+            "RAMP_MS": str(think_ms),
+            "CONNECTIONS": str(connections),
+            "THREADS": "2",
         },
     )
-    log(f"{scenario.name}: {args.mix_seconds:.0f} s, think time 0 to {2 * think_ms} ms (offered ≈ {args.mix_rate}/s)")
+    log(
+        f"{scenario.name}: {args.mix_seconds:.0f} s, think time {think_ms / 2000:.1f} to {think_ms * 1.5 / 1000:.1f} s "
+        f"(offered ≈ {args.mix_rate}/s)"
+    )
     load = load_average()
     figures, output = run_wrk(tools, scenario, args.mix_seconds, connections=connections, timeout="30s")
     time.sleep(1)
@@ -665,12 +707,19 @@ def run_mix(
     kinds: dict[str, list[float]] = {"read": [], "order": []}
     statuses: Counter[str] = Counter()
     cache: Counter[str] = Counter()
+    routes: dict[str, dict[str, Any]] = {}
     for line in lines:
         kind = "order" if line.get("method") == "POST" else "read"
         kinds[kind].append(float(line.get("duration") or 0) * 1000)
         statuses[f"{kind} {line.get('status')}"] += 1
         if kind == "read":
             cache[line.get("cache") or "-"] += 1
+        route = routes.setdefault(_route_of(line), {"count": 0, "app": [], "failed": 0})
+        route["count"] += 1
+        route["failed"] += int(line.get("status", 0)) >= 400
+        upstream = str(line.get("upstream_duration") or "")
+        if upstream and upstream != "-":  # answered by the app, not by the micro-cache
+            route["app"].append(sum(float(part) for part in re.split(r"[,:] ?", upstream) if part) * 1000)
     result = {
         "name": scenario.name,
         "connections": connections,
@@ -686,6 +735,16 @@ def run_mix(
         "statuses": dict(statuses),
         "cache": dict(cache),
         "p99_by_kind_ms": {kind: _percentile(sorted(values), 99) for kind, values in kinds.items()},
+        "routes": {
+            name: {
+                "requests": route["count"],
+                "failed": route["failed"],
+                "to_app": len(route["app"]),
+                "app_p50_ms": _percentile(sorted(route["app"]), 50),
+                "app_p99_ms": _percentile(sorted(route["app"]), 99),
+            }
+            for name, route in sorted(routes.items())
+        },
         "workers": memory,
         "wrk": output,
     }
@@ -728,31 +787,70 @@ def profile(stack: Stack, tools: dict[str, str], token: str, seconds: float, out
             print(summarize_profile(raw))
 
 
-def summarize_profile(raw: Path, top: int = 25) -> str:
-    """From py-spy's collapsed stacks: the share of worker samples spent in (inclusive) each function."""
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
+# Where a sampled frame's time goes, by the package (or shop module) of the innermost frame that is not
+# the standard library: the profile summed by library, which is what the report states.
+LAYERS = [
+    ("ratelimit", "rate limit (flask-limiter, limits, shop.core.ratelimit)"),
+    ("flask_limiter", "rate limit (flask-limiter, limits, shop.core.ratelimit)"),
+    ("limits", "rate limit (flask-limiter, limits, shop.core.ratelimit)"),
+    ("sqlalchemy", "SQL (SQLAlchemy, psycopg2)"),
+    ("psycopg2", "SQL (SQLAlchemy, psycopg2)"),
+    ("flask_sqlalchemy", "SQL (SQLAlchemy, psycopg2)"),
+    ("redis", "Redis client (redis-py)"),
+    ("cachelib", "Redis client (redis-py)"),
+    ("celery", "task publishing (Celery, kombu, amqp)"),
+    ("kombu", "task publishing (Celery, kombu, amqp)"),
+    ("amqp", "task publishing (Celery, kombu, amqp)"),
+    ("jwt", "tokens (PyJWT, flask-jwt-extended)"),
+    ("flask_jwt_extended", "tokens (PyJWT, flask-jwt-extended)"),
+    ("marshmallow", "schemas (marshmallow, webargs, flask-smorest)"),
+    ("webargs", "schemas (marshmallow, webargs, flask-smorest)"),
+    ("flask_smorest", "schemas (marshmallow, webargs, flask-smorest)"),
+    ("prometheus_client", "metrics (prometheus)"),
+    ("prometheus_flask_exporter", "metrics (prometheus)"),
+    ("logging", "access log (logging, shop.core.logging)"),
+    ("flask_cors", "headers (CORS, shop.core.security)"),
+    ("security", "headers (CORS, shop.core.security)"),
+    ("flask", "Flask, Werkzeug"),
+    ("werkzeug", "Flask, Werkzeug"),
+    ("blinker", "Flask, Werkzeug"),
+    ("gunicorn", "gunicorn (accept, parse, write, close)"),
+]
+
+
+def _layer(frame: str) -> str | None:
+    """The layer of one frame, from its file: `name (package/module.py:line)`."""
+    path = frame.rsplit(" (", 1)[-1].rstrip(")").rsplit(":", 1)[0]
+    parts = path.split("/")
+    if parts[0] == "shop":
+        module = parts[-1].removesuffix(".py")
+        for name, layer in LAYERS:
+            if name == module:
+                return layer
+        return "the shop's own code"
+    for name, layer in LAYERS:
+        if parts[0] == name:
+            return layer
+    return None  # the standard library, or an unlisted package: counted with its caller
+
+
+def summarize_profile(raw: Path) -> str:
+    """py-spy's collapsed stacks summed by layer: each sample goes to its innermost non-stdlib frame's layer."""
+    layers: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = [frame for frame in stack.split(";") if not frame.startswith("process ")]
-        if not frames:
-            continue
+        frames = [frame for frame in stack.split(";") if not frame.startswith(("process ", "thread "))]
         samples = int(count)
         total += samples
-        for frame in set(frames):
-            inclusive[frame] += samples
-        own[frames[-1]] += samples
+        layer = next((found for frame in reversed(frames) if (found := _layer(frame))), "other")
+        layers[layer] += samples
     if not total:
         return "  (no samples)"
-    lines = [f"  {total} samples; inclusive share of the top functions:"]
-    for frame, samples in inclusive.most_common(top):
-        lines.append(f"  {samples / total:6.1%}  {frame}")
-    lines.append("  own time:")
-    for frame, samples in own.most_common(12):
-        lines.append(f"  {samples / total:6.1%}  {frame}")
+    lines = [f"  {total} samples of the workers, by layer (innermost non-stdlib frame):"]
+    lines += [f"  {samples / total:6.1%}  {layer}" for layer, samples in layers.most_common()]
     return "\n".join(lines)
 
 
@@ -792,8 +890,8 @@ def mix_section(mix: dict[str, Any] | None) -> str:
     ]
     lines = [
         f"{mix['connections']:,} connections through Nginx (TLS) for {mix['seconds']:.0f} s, bench/mix.lua: each "
-        f"connection a shopper waiting 0 to {2 * mix['think_ms'] / 1000:.0f} s between requests (offered ≈ "
-        f"{mix['offered_rps']:,}/s); 1-minute load average at the start {mix['load']:.1f}.",
+        f"connection a shopper waiting {mix['think_ms'] / 2000:.1f} to {mix['think_ms'] * 1.5 / 1000:.1f} s between "
+        f"requests (offered ≈ {mix['offered_rps']:,}/s); 1-minute load average at the start {mix['load']:.1f}.",
         "",
         "| figure | measured | target | |",
         "|---|---:|---|---|",
@@ -808,6 +906,15 @@ def mix_section(mix: dict[str, Any] | None) -> str:
         "",
         f"From Nginx's access log: {statuses}. Micro-cache on reads: {cache}. p99 by kind (Nginx's request "
         f"time): reads {p99.get('read', 0):.0f} ms, orders {p99.get('order', 0):.0f} ms.",
+        "",
+        "| request | count | failed | answered by the app | app p50 ms | app p99 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {route['requests']:,} | {route['failed']:,} | {route['to_app']:,} "
+            f"| {route['app_p50_ms']:.0f} | {route['app_p99_ms']:.0f} |"
+            for name, route in mix.get("routes", {}).items()
+        ),
+        "",
         "Worker memory after the run (RSS / peak, MB): "
         + ", ".join(f"{w['rss_mb']:.0f} / {w['peak_mb']:.0f}" for w in mix["workers"])
         + ".",
@@ -917,6 +1024,9 @@ def main(argv: list[str] | None = None) -> int:
                     write_report(measures, mix, args, context)
                 else:
                     print(terminal_table(rows_of(measures)))
+                    if mix:
+                        print(mix_section(mix))
+                        print(mix["wrk"])
             finally:
                 for server in reversed(stack.servers):
                     server.stop()
