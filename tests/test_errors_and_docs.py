@@ -98,3 +98,30 @@ def test_health(client):
 )
 def test_numbers_out_of_range_are_a_validation_error_not_bad_json(client, body):
     _assert_error(client.post("/api/users/", data=body, content_type="application/json"), 422)
+
+
+def test_a_connection_lost_after_the_answer_does_not_turn_it_into_a_500():
+    """The database restarts while a request is finishing: closing its session fails, the answer stands."""
+    import os
+
+    from sqlalchemy import text
+
+    from shop import create_app
+    from shop.extensions import db
+    from tests.conftest import app_config, need_service
+
+    need_service("TEST_DATABASE_URL (PostgreSQL)", os.environ.get("TEST_DATABASE_URL"))
+    app = create_app(app_config(TESTING=False))
+
+    @app.route("/last-words")
+    def last_words():
+        pid = db.session.scalar(text("SELECT pg_backend_pid()"))
+        with db.engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return {"status": "answered"}
+
+    response = app.test_client().get("/last-words")
+
+    assert response.status_code == 200 and response.get_json() == {"status": "answered"}
+    with app.app_context():
+        assert db.session.scalar(text("SELECT 1")) == 1  # the pool recovered

@@ -92,6 +92,20 @@ def register_error_handlers(app: Flask) -> None:
         logger.warning("database unavailable: %s", error.orig)
         return error_response(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
 
+    @app.teardown_appcontext
+    def _close_session(error: BaseException | None) -> None:
+        # Runs before Flask-SQLAlchemy's own teardown. Closing rolls back the request's transaction;
+        # when the database went away meanwhile that rollback fails, after the answer was decided,
+        # and must not turn it into a 500: drop the dead connection instead.
+        from shop.extensions import db
+
+        try:
+            db.session.remove()
+        except DBAPIError as exc:
+            logger.warning("closing a database session failed, its connection is dropped: %s", exc.orig)
+            db.session().invalidate()
+            db.session.remove()
+
     @app.errorhandler(PoolTimeout)
     def _pool_exhausted(error: PoolTimeout) -> tuple[dict[str, Any], int, dict[str, str]]:
         # Every pooled connection stayed busy for DB_POOL_TIMEOUT seconds.
