@@ -296,6 +296,7 @@ def make_buyers(pg: Postgres, jwt_secret: str, count: int) -> list[tuple[int, st
 class Stack:
     warm: str = ""  # shop, catalog cache on
     cold: str = ""  # shop, catalog cache off
+    unlimited: str = ""  # shop, catalog cache on, rate limits off: what the limiter costs, measured
     ceiling: str = ""  # bench/ceiling_app.py
     nginx_warm: str = ""  # https, upstream: warm
     nginx_cold: str = ""  # https, upstream: cold
@@ -384,6 +385,11 @@ def start_stack(
     stack.servers.append(start_gunicorn(cold_port, workers(), cold_env, work / "gunicorn-cold.log"))
     stack.pids["cold"] = stack.servers[-1].pid
     stack.warm, stack.cold = f"http://127.0.0.1:{warm_port}", f"http://127.0.0.1:{cold_port}"
+    unlimited_port = free_port()
+    unlimited_env = {**base, "RATELIMIT_ENABLED": "false", "PROMETHEUS_MULTIPROC_DIR": str(metrics / "unlimited")}
+    stack.servers.append(start_gunicorn(unlimited_port, workers(), unlimited_env, work / "gunicorn-unlimited.log"))
+    stack.pids["unlimited"] = stack.servers[-1].pid
+    stack.unlimited = f"http://127.0.0.1:{unlimited_port}"
 
     # The ceilings' bytes: the shop's own first list page, exactly as it serves it.
     page = requests.get(f"{stack.warm}/api/products/", timeout=10)
@@ -588,6 +594,7 @@ def scenario_groups(stack: Stack, token: str) -> list[list[Scenario]]:
     orders = {"TOKEN": token, "PRODUCTS": str(PRODUCTS)}
     pid = stack.pids
     warm, cold, ceiling = (pid.get("warm", 0),), (pid.get("cold", 0),), (pid.get("ceiling", 0),)
+    unlimited = (pid.get("unlimited", 0),)
     nginx_warm, nginx_cold = (pid.get("nginx_warm", 0),), (pid.get("nginx_cold", 0),)
     direct, proxied, edge = "gunicorn", "nginx → gunicorn", "nginx"
     return [
@@ -595,6 +602,8 @@ def scenario_groups(stack: Stack, token: str) -> list[list[Scenario]]:
             Scenario(cached, "ceiling", f"{stack.ceiling}/cached/", serving=ceiling),
             Scenario("warm list page, direct", direct, f"{stack.warm}/api/products/", ceiling=cached, target=0.75,
                      note="every extension on", serving=warm),
+            Scenario("warm list page, direct, rate limits off", direct, f"{stack.unlimited}/api/products/",
+                     ceiling=cached, note="to measure the limiter's cost", serving=unlimited),
             Scenario("product detail (cached), direct", direct, stack.warm, script="detail.lua", env=details,
                      ceiling=cached, serving=warm),
             Scenario("warm list page, Nginx, token (no micro-cache)", proxied, f"{stack.nginx_warm}/api/products/",
@@ -759,32 +768,31 @@ def run_mix(
 
 
 def profile(stack: Stack, tools: dict[str, str], token: str, seconds: float, out: Path) -> None:
-    """py-spy on every worker of the serving gunicorn while wrk runs: a flame graph and the top frames."""
+    """py-spy on every worker of the serving gunicorn while wrk runs, the ceilings' included.
+
+    Only samples holding the GIL count (`--gil`): Python at work, not waiting on a socket. Writes
+    py-spy's collapsed stacks (for speedscope or flamegraph.pl) and prints them summed by layer.
+    """
     py_spy = VENV_BIN / "py-spy"
     out.mkdir(parents=True, exist_ok=True)
-    masters = {"warm": stack.warm_server.pid}  # type: ignore[union-attr]
-    for server in stack.servers:
-        if server.name.startswith("gunicorn:") and server.pid != masters["warm"]:
-            masters["cold"] = server.pid
+    summaries = []
     for group in scenario_groups(stack, token):
         for scenario in group:
-            if scenario.where != "gunicorn":
-                continue
-            master = masters["cold" if "cache off" in scenario.name else "warm"]
+            if scenario.pgbench or not scenario.url.startswith("http://"):
+                continue  # the app's own workers only: direct scenarios and the ceiling app
             slug = re.sub(r"[^a-z0-9]+", "-", scenario.name.lower()).strip("-")
             raw = out / f"{slug}.txt"
-            recorder = subprocess.Popen(
-                [
-                    *(str(py_spy), "record", "--pid", str(master), "--subprocesses", "--rate", "250"),
-                    *("--format", "raw", "--duration", str(round(seconds)), "--output", str(raw), "--nonblocking"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            command = [str(py_spy), "record", "--pid", str(scenario.serving[0]), "--subprocesses", "--gil"]
+            command += ["--rate", "250", "--format", "raw", "--duration", str(round(seconds))]
+            command += ["--output", str(raw), "--nonblocking"]
+            recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             figures, _ = run_wrk(tools, scenario, seconds)
             recorder.wait(timeout=seconds + 60)
-            log(f"profile of {scenario.name} ({figures['rps']:,.0f}/s under py-spy): {raw}")
-            print(summarize_profile(raw))
+            summary = f"{scenario.name} ({figures['rps']:,.0f}/s under py-spy), {raw.relative_to(ROOT)}:\n"
+            summary += summarize_profile(raw)
+            summaries.append(summary)
+            print(summary, flush=True)
+    (out / "summary.txt").write_text("\n\n".join(summaries) + "\n")
 
 
 # Where a sampled frame's time goes, by the package (or shop module) of the innermost frame that is not
