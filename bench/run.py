@@ -428,9 +428,9 @@ def start_stack(
 def prime_caches(stack: Stack) -> None:
     """Every page the warm scenarios ask for is in the shop's cache before they start."""
     with requests.Session() as session:
-        session.get(f"{stack.warm}/api/products/", timeout=10).raise_for_status()
-        for product_id in range(1, DETAIL_IDS + 1):
-            session.get(f"{stack.warm}/api/products/{product_id}/", timeout=10).raise_for_status()
+        for path in ["/api/products/", *(f"/api/products/{n}/" for n in range(1, DETAIL_IDS + 1))]:
+            # A shared PostgreSQL may be restarting (503 meanwhile): wait for it, a bounded while.
+            _wait(lambda path=path: session.get(f"{stack.warm}{path}", timeout=10).status_code == 200, 60, path)
 
 
 # Measuring
