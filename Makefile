@@ -73,7 +73,7 @@ bench: install ## Measure the shop against this machine's ceilings; writes docs/
 bench-smoke: install ## The benchmark in brief (3 s a scenario, 1,000 connections for 10 s): CI runs it
 	$(BIN)/python bench/run.py --seconds 3 --rounds 1 --mix-seconds 10 --mix-connections 1000
 
-profile: install ## py-spy flame graphs of the shop's workers under each direct scenario, in reports/profile/
+profile: install ## py-spy on the workers under each direct scenario and ceiling: reports/profile/ (stacks, summary)
 	$(BIN)/python bench/run.py --profile --seconds $(BENCH_SECONDS)
 
 loadtest: install ## Locust journeys, headless, DURATION s (USERS, SPAWN_RATE; HOST=url, else a local stack)
