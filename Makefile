@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-.PHONY: help install run migrate test lint format fuzz bench bench-smoke profile loadtest backup restore soak
+.PHONY: help install run migrate test lint format fuzz bench bench-smoke profile loadtest backup restore soak up down
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -91,3 +91,9 @@ restore: ## Restore BACKUP into a new database RESTORE_DATABASE_URL with pg_rest
 
 soak: install ## 10 minutes of steady load on a local stack: worker memory, DB connections, metrics files stay flat
 	$(BIN)/python -m tests.reliability.soak --seconds $(SOAK_SECONDS)
+
+up: ## The full stack with Docker Compose (app x2, nginx, postgres, redis, rabbitmq, celery, monitoring)
+	docker compose up -d --build
+
+down: ## Stop the Compose stack (volumes are kept)
+	docker compose down
