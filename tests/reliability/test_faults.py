@@ -118,15 +118,20 @@ def _slow_order(base: str, url: str, buyer: Any, product: int) -> tuple[threadin
 
     thread = threading.Thread(target=send, daemon=True)
     thread.start()
-    wait_until(lambda: _lock_waiter(url), timeout=10, what="the order to wait on the product's row lock")
+    wait_until(lambda: _lock_waiter(url, holder), timeout=10, what="the order to wait on the product's row lock")
     return thread, result, holder
 
 
-def _lock_waiter(url: str) -> int | None:
-    """The client port (on the app's side) of the connection waiting for a row lock, if one is."""
+def _lock_waiter(url: str, holder: Any) -> int | None:
+    """The client port (on the app's side) of the connection blocked by `holder`'s row lock, if one is.
+
+    Only that one: orders of the steady load wait on each other's row locks too.
+    """
     rows = query(
         url,
-        "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        "SELECT client_port FROM pg_stat_activity"
+        " WHERE datname = current_database() AND %s = ANY(pg_blocking_pids(pid))",
+        (holder.get_backend_pid(),),
     )
     return rows[0][0] if rows else None
 
@@ -152,12 +157,13 @@ def test_worker_killed_mid_order_and_master_hup_under_load(template: str, tmp_pa
         with running(server):
             base = f"http://127.0.0.1:{port}"
             buyers = register_buyers(base, 3)
-            load = Load(base, buyers[:2], list(products))
+            held = next(iter(products))  # the steady load leaves it alone, so only the slow order waits on it
+            load = Load(base, buyers[:2], [product for product in products if product != held])
             with load:
                 load.run_for(3)
                 # A worker killed in the middle of an order's transaction, its client retrying the key.
-                thread, slow, holder = _slow_order(base, url, buyers[2], next(iter(products)))
-                victim = _worker_holding(server, _lock_waiter(url))
+                thread, slow, holder = _slow_order(base, url, buyers[2], held)
+                victim = _worker_holding(server, _lock_waiter(url, holder))
                 load.mark("fault_start")
                 os.kill(victim, signal.SIGKILL)
                 thread.join(10)
