@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.conftest import need_service
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -32,13 +32,7 @@ VENV_BIN = Path(sys.executable).parent
 
 def need_binary(name: str) -> str:
     """The binary's path, or skip (fail when REQUIRE_SERVICES=1) when it is not installed."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"`{name}` is not installed (Debian package; .ci/run installs it)"
-    if REQUIRE_SERVICES:
-        pytest.fail(message + " and REQUIRE_SERVICES=1")
-    pytest.skip(message)
+    return need_service(f"`{name}` (a Debian package .ci/run installs)", shutil.which(name))
 
 
 def free_port() -> int:

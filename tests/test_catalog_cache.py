@@ -17,7 +17,7 @@ import pytest
 import redis
 from flask import Flask
 from prometheus_client import REGISTRY
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from shop import create_app
 from shop.core.cache import invalidate_catalog
@@ -25,6 +25,7 @@ from shop.extensions import db
 from shop.products.models import Category, Product
 from tests.conftest import PASSWORD, app_config, bearer, need_service
 from tests.factories import make_category, make_product, make_user
+from tests.querycount import count_statements
 
 
 def cache_app(redis_url: str | None = None, **overrides: Any) -> Flask:
@@ -78,22 +79,6 @@ def hits() -> float:
 
 def cache_errors() -> float:
     return metric("shop_cache_errors_total")
-
-
-@contextmanager
-def count_statements(app: Flask) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def arrange(app: Flask, **product: Any) -> tuple[int, int, dict[str, str]]:
