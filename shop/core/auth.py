@@ -8,6 +8,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from flask import Flask
 from flask_jwt_extended import current_user, verify_jwt_in_request
+from flask_smorest import abort
 
 from shop.core.errors import Unauthenticated, error_response
 from shop.extensions import jwt
@@ -58,30 +59,20 @@ def staff_required(view: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         verify_jwt_in_request()
         if not current_user.is_staff:
-            from flask_smorest import abort
-
             abort(403, message="Staff only.")
         return view(*args, **kwargs)
 
     return wrapper
 
 
-def optional_user() -> Any:
-    """The signed-in user when a valid token is sent, else None; a bad token is still a 401."""
-    verify_jwt_in_request(optional=True)
-    return current_user if current_user else None
-
-
-def auth(blp: Any, *, staff: bool = False, optional: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def auth(blp: Any, *, staff: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Guard a view with a token check and document it: bearer security, 401, and 403 for staff views."""
 
     def decorator(view: Callable[P, R]) -> Callable[P, R]:
-        if not optional:
-            view = (staff_required if staff else login_required)(view)
-            view = blp.alt_response(401, response="UNAUTHORIZED")(view)
+        view = (staff_required if staff else login_required)(view)
+        view = blp.alt_response(401, response="UNAUTHORIZED")(view)
         if staff:
             view = blp.alt_response(403, response="FORBIDDEN")(view)
-        security = [*BEARER_SECURITY, {}] if optional else BEARER_SECURITY
-        return blp.doc(security=security)(view)
+        return blp.doc(security=BEARER_SECURITY)(view)
 
     return decorator
