@@ -18,6 +18,7 @@ from shop import create_app
 from shop.config import normalize_database_url
 from shop.extensions import db
 from tests.factories import make_user
+from tests.redis_server import private_redis  # noqa: F401 - a fixture for every test module
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 PASSWORD = "correct-horse-battery"

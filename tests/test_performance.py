@@ -6,11 +6,8 @@ Speed itself is measured by `make bench`, never asserted here.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import flask_jwt_extended.jwt_manager as manager
@@ -20,26 +17,11 @@ from redis.connection import AbstractConnection
 
 from shop import create_app
 from shop.extensions import db, limiter
-from tests.conftest import PASSWORD, app_config, bearer, need_service
+from tests.conftest import PASSWORD, app_config, bearer
 from tests.factories import make_category, make_product, make_user
-from tests.security.conftest import RedisServer
+from tests.redis_server import RedisServer
 
 ANONYMOUS = {"environ_base": {"REMOTE_ADDR": "198.51.100.7"}}
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test's own: its scripts may be flushed and its traffic watched."""
-    need_service("REDIS_URL", os.environ.get("REDIS_URL"))
-    if not shutil.which("redis-server"):
-        need_service("redis-server (binary)", None)
-    with tempfile.TemporaryDirectory(prefix="shop-redis-") as directory:
-        server = RedisServer(Path(directory))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
 
 
 @pytest.fixture
