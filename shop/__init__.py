@@ -8,12 +8,12 @@ from typing import Any
 from flask import Flask
 
 from shop.config import INSTANCE_DIR, load_config
-from shop.core.lean import LeanFlask
+from shop.infra.app import ShopFlask
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the application: configuration, extensions, blueprints, errors, commands, logging."""
-    app = LeanFlask(__name__, instance_relative_config=True, static_folder=None)
+    app = ShopFlask(__name__, instance_relative_config=True, static_folder=None)
     app.config.update(load_config())
     if config:
         app.config.update(config)
@@ -33,7 +33,8 @@ def register_extensions(app: Flask) -> None:
     from shop.core.metrics import connect_celery_metrics
     from shop.core.metrics import init_app as init_shop_metrics
     from shop.core.security import init_security
-    from shop.extensions import api, cache, db, jwt, limiter, metrics, migrate
+    from shop.extensions import api, cache, db, jwt, metrics, migrate
+    from shop.infra.ratelimit import init_rate_limits
     from shop.tasks import celery_init_app
 
     app.json = OrjsonProvider(app)
@@ -44,7 +45,7 @@ def register_extensions(app: Flask) -> None:
     api.init_app(app)
     jwt.init_app(app)
     cache.init_app(app)
-    limiter.init_app(app)
+    init_rate_limits(app)  # the API budget per client, and flask-limiter for the credential views
     init_security(app)  # security headers on every response, CORS for CORS_ORIGINS only
     metrics.init_app(app)
     init_shop_metrics(app)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask_caching import Cache
 from flask_cors import CORS
-from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from prometheus_flask_exporter import PrometheusMetrics
@@ -12,9 +11,9 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 from shop.core.api import ShopApi
-from shop.core.lean import OnceJWTManager
 from shop.core.metrics import LATENCY_BUCKETS
-from shop.core.ratelimit import API_LIMIT, STRATEGY, RateLimitedResponses, is_exempt, rate_limit_key
+from shop.infra.jwt import OnceJWTManager
+from shop.infra.ratelimit import RateLimitedResponses, limiter
 
 # Stable constraint names, so migrations are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -36,9 +35,8 @@ api = ShopApi(spec_kwargs={"extra_plugins": [RateLimitedResponses()]})  # 429 do
 jwt = OnceJWTManager()  # a request decodes its token once, for the limiter and the view
 cache = Cache()
 cors = CORS()
-# One limit a request (per user, else per IP; see shop.core.ratelimit), none on operations routes.
-limiter = Limiter(key_func=rate_limit_key, default_limits=[API_LIMIT], strategy=STRATEGY)
-limiter.request_filter(is_exempt)
+# flask-limiter, for RATELIMIT_AUTH on the credential views; the API budget is shop.infra.ratelimit's own.
+__all__ = ["api", "cache", "cors", "db", "jwt", "limiter", "metrics", "migrate"]
 # HTTP metrics by route rule and status; /metrics itself (Prometheus scrapes) is not traffic.
 metrics = PrometheusMetrics.for_app_factory(
     path=None, group_by="url_rule", buckets=LATENCY_BUCKETS, excluded_paths=["^/metrics$"]

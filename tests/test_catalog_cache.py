@@ -20,8 +20,8 @@ from prometheus_client import REGISTRY
 from sqlalchemy import update
 
 from shop import create_app
-from shop.core.cache import invalidate_catalog
 from shop.extensions import db
+from shop.products.cache import catalog_changed
 from shop.products.models import Category, Product
 from tests.conftest import PASSWORD, app_config, bearer, need_service
 from tests.factories import make_category, make_product, make_user
@@ -73,8 +73,15 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def hits() -> float:
-    return metric("shop_cache_requests_total", result="hit")
+KINDS = ("list", "detail", "categories", "category")
+
+
+def hits(*kinds: str) -> float:
+    return sum(metric("shop_cache_requests_total", kind=kind, result="hit") for kind in kinds or KINDS)
+
+
+def misses(*kinds: str) -> float:
+    return sum(metric("shop_cache_requests_total", kind=kind, result="miss") for kind in kinds or KINDS)
 
 
 def cache_errors() -> float:
@@ -224,7 +231,7 @@ def etag_of(client, url: str) -> str:
 
 def invalidate_in(app: Flask) -> None:
     with app.app_context():
-        invalidate_catalog()
+        catalog_changed()
 
 
 # Keys
@@ -304,7 +311,7 @@ def test_a_list_page_costs_the_same_statements_for_1_or_100_products(app, client
         category = db.session.merge(category)
         for _ in range(99):
             make_product(category)
-        invalidate_catalog()
+        catalog_changed()
     with count_statements(app) as hundred:
         assert len(client.get("/api/products/?page_size=100").get_json()) == 100
 

@@ -113,7 +113,7 @@ def test_metrics_page_in_a_single_process(client: FlaskClient) -> None:
     assert page.status_code == 200
     text = page.get_data(as_text=True)
     assert 'flask_http_request_duration_seconds_count{method="GET",status="200",url_rule="/healthz"}' in text
-    assert 'shop_cache_requests_total{result="hit"}' in text
+    assert 'shop_cache_requests_total{kind="list",result="hit"}' in text
     assert "shop_process_resident_memory_bytes" in text
 
 

@@ -21,6 +21,7 @@ from flask import Flask, Response, current_app, g, has_request_context, request,
 from sqlalchemy import event
 
 from shop.extensions import cache, db
+from shop.infra import roundtrip
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def init_devtools(app: Flask) -> None:
             event.listen(engine, "before_cursor_execute", _before_cursor_execute)
             event.listen(engine, "after_cursor_execute", _after_cursor_execute)
     _time_cache_backend(app.extensions["cache"][cache])
+    roundtrip.observe_clients(app, _time_redis_client)  # the catalog cache's and rate limit's own clients
     request_started.connect(_start_timing, app)
     app.dispatch_request = _timed(app.dispatch_request)  # type: ignore[method-assign]
     app.after_request(_add_server_timing)
@@ -115,6 +117,19 @@ def _time_cache_backend(backend: Any) -> None:
         method = getattr(backend, name, None)
         if method is not None:
             setattr(backend, name, _timed_cache_call(method))
+
+
+def _time_redis_client(client: Any) -> None:
+    """Count each command a Redis client sends on its own, and each pipeline it sends, as one cache call."""
+    client.execute_command = _timed_cache_call(client.execute_command)
+    make_pipeline = client.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        made = make_pipeline(*args, **kwargs)
+        made.execute = _timed_cache_call(made.execute)
+        return made
+
+    client.pipeline = pipeline
 
 
 def _timed_cache_call(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -40,7 +40,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 ORDERS_PLACED = Counter("shop_orders_placed_total", "Orders created")
 STOCK_CONFLICTS = Counter("shop_stock_conflicts_total", "Orders refused for lack of stock")
 IDEMPOTENT_REPLAYS = Counter("shop_idempotent_replays_total", "Requests answered from a stored Idempotency-Key")
-CACHE_REQUESTS = Counter("shop_cache_requests_total", "Response cache lookups", ["result"])
+CACHE_REQUESTS = Counter("shop_cache_requests_total", "Catalog response cache lookups", ["kind", "result"])
 CACHE_ERRORS = Counter("shop_cache_errors_total", "Response cache operations that failed (Redis unavailable)")
 EMAILS = Counter("shop_emails_total", "Order confirmation emails", ["outcome"])
 OUTBOX_BACKLOG = Gauge("shop_outbox_backlog", "Emails owed but not yet sent", multiprocess_mode="livemax")
@@ -61,9 +61,11 @@ PROCESS_MEMORY = Gauge(
 PROCESS_SAMPLE_SECONDS = 5.0
 
 # Every label value the dashboards and alerts read exists from the start, at 0, so a rate over it is
-# 0 rather than no data: cache `result` is "hit" or "miss", email `outcome` is "sent" or "failed".
-for _result in ("hit", "miss"):
-    CACHE_REQUESTS.labels(result=_result)
+# 0 rather than no data: cache `kind` is the page (list, detail, categories, category) and `result`
+# "hit" or "miss"; email `outcome` is "sent" or "failed".
+for _kind in ("list", "detail", "categories", "category"):
+    for _result in ("hit", "miss"):
+        CACHE_REQUESTS.labels(kind=_kind, result=_result)
 for _outcome in ("sent", "failed"):
     EMAILS.labels(outcome=_outcome)
 

@@ -13,9 +13,9 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import func, insert, select
 
-from shop.core.cache import invalidate_catalog
 from shop.core.time import utcnow
 from shop.extensions import db
+from shop.products.cache import catalog_changed
 from shop.products.models import Category, Product
 
 ADJECTIVES = ["Wireless", "Ergonomic", "Compact", "Mechanical", "Portable", "Smart", "Classic", "Rugged", "Silent"]
@@ -51,7 +51,7 @@ def seed(categories: int, products: int, if_empty: bool, random_seed: int) -> No
             write(_product_row(rng, category_ids, first + timedelta(seconds=offset + n)) for n in range(size))
             bar.update(size)
     db.session.commit()
-    invalidate_catalog()
+    catalog_changed()
     click.echo(f"Seeded {categories} categories and {products} products.")
 
 

@@ -2,7 +2,7 @@
 
 Public reads are served through the response cache (`cached_response`, outermost so a hit skips
 parsing, SQL and serialization); a token is neither needed nor looked at, since every client sees
-the same catalog. Staff writes invalidate that cache in the service.
+the same catalog. Writes tell the cache what changed, in the service (`shop.products.cache`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from flask.views import MethodView
 
 from shop.core.api import Blueprint
 from shop.core.auth import auth
-from shop.core.cache import cached_response
 from shop.core.pagination import PAGINATE
 from shop.products import services
+from shop.products.cache import cached_response
 from shop.products.models import Category, Product
 from shop.products.schemas import (
     PAGE_PARAMS,
@@ -88,7 +88,7 @@ class CategoryDetail(MethodView):
 
 @products_blp.route("/")
 class Products(MethodView):
-    @cached_response("products", PRODUCT_LIST_PARAMS)
+    @cached_response("list", PRODUCT_LIST_PARAMS, shows_products=True, membership_param="in_stock")
     @products_blp.arguments(ProductQuerySchema, location="query")
     @products_blp.response(200, ProductSchema(many=True))
     @products_blp.paginate(**PAGINATE)
@@ -106,7 +106,7 @@ class Products(MethodView):
 
 @products_blp.route(f"/{ID.format('product_id')}/")
 class ProductDetail(MethodView):
-    @cached_response("product")
+    @cached_response("detail", shows_products=True)
     @products_blp.response(200, ProductSchema)
     @products_blp.alt_response(404, response="NOT_FOUND")
     def get(self, product_id: int) -> Response:

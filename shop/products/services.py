@@ -1,8 +1,9 @@
 """The rules of the catalog: what a list shows, how products and categories change, and stock.
 
 Reads select only the columns a client sees, product and category in one statement, and turn
-rows straight into the dumped shape (`product_view`); writes commit, then invalidate the catalog's
-response cache, so the next GET sees them.
+rows straight into the dumped shape (`product_view`); writes commit, then tell the catalog's
+response cache what changed (a staff write: everything; a stock adjustment: that product's stock),
+so the next GET sees them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from shop.core.cache import invalidate_catalog
 from shop.core.errors import Conflict, NotFound, ValidationFailed
 from shop.extensions import db
+from shop.products.cache import catalog_changed, stock_changed
 from shop.products.models import Category, Product
 from shop.products.schemas import MAX_STOCK
 
@@ -194,7 +195,7 @@ def get_category(category_id: int) -> Category:
     return category
 
 
-# Writes: each commits once, then invalidates the cached catalog.
+# Writes: each commits once, then tells the cached catalog what changed.
 
 
 def create_product(data: dict[str, Any]) -> Product:
@@ -222,13 +223,14 @@ def hide_product(product_id: int) -> None:
 def adjust_stock(product_id: int, delta: int) -> Product:
     """Add `delta` to the stock in one statement, so concurrent adjustments and orders never lose one."""
     new_stock = cast(Product.stock, BigInteger) + delta  # no int4 overflow while checking the bounds
-    result = db.session.execute(
+    stock = db.session.execute(
         update(Product)
         .where(Product.id == product_id, VISIBLE, new_stock >= 0, new_stock <= MAX_STOCK)
         .values(stock=Product.stock + delta)
+        .returning(Product.stock)
         .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    ).scalar()
+    if stock is None:
         db.session.rollback()
         product = get_product(product_id)
         if product.stock + delta < 0:
@@ -238,7 +240,7 @@ def adjust_stock(product_id: int, delta: int) -> Product:
             )
         raise Conflict("The stock would exceed its maximum.", {"stock": [f"At most {MAX_STOCK} units."]})
     db.session.commit()
-    invalidate_catalog()
+    stock_changed({product_id: (stock - delta, stock)})
     return get_product(product_id)
 
 
@@ -271,7 +273,7 @@ def delete_category(category_id: int) -> None:
     except IntegrityError as exc:  # a product was added to it meanwhile
         db.session.rollback()
         raise Conflict("The category still has products.") from exc
-    invalidate_catalog()
+    catalog_changed()
 
 
 def _with_category(data: dict[str, Any]) -> dict[str, Any]:
@@ -293,4 +295,4 @@ def _commit(conflict_errors: dict[str, list[str]] | None = None) -> None:
     except IntegrityError as exc:
         db.session.rollback()
         raise ValidationFailed("Invalid data.", conflict_errors or {}) from exc
-    invalidate_catalog()
+    catalog_changed()

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from shop.core.api import Blueprint
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE, page_of
-from shop.core.ratelimit import credential_limit, rate_limit_key
+from shop.infra.ratelimit import credential_limit, rate_limit_key
 from shop.users import services, tokens
 from shop.users.models import User
 from shop.users.schemas import (

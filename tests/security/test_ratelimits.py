@@ -10,8 +10,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from shop.config import load_config
-from shop.core.ratelimit import OneTripFixedWindow
 from shop.extensions import limiter
+from shop.infra.ratelimit import OneCallFixedWindow
 from tests.conftest import PASSWORD, bearer
 from tests.factories import make_user
 from tests.security.conftest import RedisServer, assert_error
@@ -215,8 +215,9 @@ def _commands_sent(server: RedisServer, action: Callable[[], Any]) -> list[str]:
 def test_limits_live_in_redis_with_one_round_trip_a_check(limited_app, private_redis):
     app = _redis_limited_app(limited_app, private_redis, RATELIMIT_ANON="5/minute", RATELIMIT_AUTH="5/minute")
     client = app.test_client()
-    assert isinstance(limiter.limiter, OneTripFixedWindow)
+    assert isinstance(limiter.limiter, OneCallFixedWindow)
     client.get("/api/users/me/", **_from("192.0.2.30"))  # loads the script into this Redis once
+    _login(client, "192.0.2.31")  # and connects flask-limiter's client (the credential limit) once
 
     responses: list[Any] = []
     anonymous = _commands_sent(

@@ -1,0 +1,76 @@
+"""The shop's Flask class: the request's Redis round trip sent before the view, and no per-request costs it never needs.
+
+Every override here is of a public, documented method or attribute of `flask.Flask`:
+
+- `dispatch_request`: sends the request's deferred Redis commands (`shop.infra.roundtrip`) right
+  before the view runs, unless the view's handler joins the round trip and sends it itself. The
+  handler is found as Flask finds it (the view function, or for a class-based view the method
+  named by the request method, HEAD falling back to GET), once per endpoint and method.
+- `session_interface`: the API authenticates with bearer tokens and never reads or writes
+  `session`, yet Flask builds a signing serializer and parses the Cookie header on every request
+  to open one. Here every request gets Flask's null session (reading is fine, writing raises).
+- `ensure_sync`: Flask asks whether each hook and view is a coroutine function on every call
+  (`inspect.iscoroutinefunction`, about a dozen times a cached catalog page); the answer is
+  remembered per function. Together with the sessions, about 5% of a cached page's worker CPU
+  (docs/performance.md, measured in-process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from inspect import iscoroutinefunction
+from typing import Any
+
+from flask import Flask, Request, Response, request
+from flask.sessions import SessionInterface, SessionMixin
+
+from shop.infra import roundtrip
+
+
+class NoSessions(SessionInterface):
+    """No cookie sessions: `open_session` answers None, so Flask gives the request a null session."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        return None
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return None
+
+
+class ShopFlask(Flask):
+    session_interface = NoSessions()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._synchronous: dict[Callable[..., Any], bool] = {}
+        self._joining: dict[tuple[str, str], bool] = {}
+
+    def dispatch_request(self) -> Any:
+        if roundtrip.pending() and not self._view_joins_round_trip():
+            roundtrip.send()
+        return super().dispatch_request()
+
+    def _view_joins_round_trip(self) -> bool:
+        rule = request.url_rule
+        if rule is None or request.routing_exception is not None:
+            return False
+        key = (rule.endpoint, request.method)
+        joins = self._joining.get(key)
+        if joins is None:
+            view = self.view_functions.get(rule.endpoint)
+            view_class = getattr(view, "view_class", None)
+            handler: Any = view
+            if view_class is not None:
+                handler = getattr(view_class, request.method.lower(), None)
+                if handler is None and request.method == "HEAD":
+                    handler = getattr(view_class, "get", None)
+            joins = self._joining[key] = roundtrip.joins(handler)
+        return joins
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        # A bound method is made anew on each access: remember the function underneath.
+        key = getattr(func, "__func__", func)
+        synchronous = self._synchronous.get(key)
+        if synchronous is None:
+            synchronous = self._synchronous[key] = not iscoroutinefunction(func)
+        return func if synchronous else self.async_to_sync(func)
