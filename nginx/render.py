@@ -51,6 +51,7 @@ DEFAULTS: dict[str, object] = {
     "burst": 200,
     "max_fails": 1,
     "fail_timeout": 5,
+    "micro_cache_seconds": 5,
 }
 
 
@@ -86,6 +87,7 @@ def render(**params: object) -> str:
         "UPSTREAM_SERVERS": servers,
         "RATE_PER_SECOND": values["rate"],
         "RATE_BURST": values["burst"],
+        "MICRO_CACHE_SECONDS": values["micro_cache_seconds"],
     }
     text = TEMPLATE.read_text()
     for name, value in fills.items():
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", action="append", help="app instance host:port; repeat for each")
     parser.add_argument("--rate", type=int, help="requests per second per client address (limit_req)")
     parser.add_argument("--burst", type=int, help="burst allowed over the rate")
+    parser.add_argument("--micro-cache-seconds", type=int, help="how long a catalog page is served from Nginx")
     args = vars(parser.parse_args(argv))
     preset = PRESETS.get(args.pop("preset") or "", {})
     out = args.pop("out")

@@ -18,7 +18,7 @@ import pytest
 import requests
 from flask import Flask
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, need_service
 from tests.factories import make_product, make_user
 from tests.ops_processes import (
     ROOT,
@@ -58,6 +58,9 @@ class Edge:
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.get(self.url(path), verify=str(self.cert), timeout=10, **kwargs)
 
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return requests.post(self.url(path), verify=str(self.cert), timeout=10, **kwargs)
+
 
 def _render(prefix: Path, cert: Path, key: Path, upstreams: list[str], **extra: Any) -> tuple[Path, dict[str, int]]:
     ports = {"http": free_port(), "https": free_port(), "status": free_port()}
@@ -78,7 +81,7 @@ def _render(prefix: Path, cert: Path, key: Path, upstreams: list[str], **extra: 
 
 
 @contextmanager
-def _edge(app: Flask, work: Path) -> Iterator[Edge]:
+def _edge(app: Flask, work: Path, **env_extra: str) -> Iterator[Edge]:
     """Nginx with TLS → two gunicorn instances (2 workers each) sharing the test database."""
     nginx = need_binary("nginx")
     database_url = app.config["SQLALCHEMY_DATABASE_URI"]
@@ -87,7 +90,7 @@ def _edge(app: Flask, work: Path) -> Iterator[Edge]:
     with nginx_prefix() as prefix:
         try:
             for port in app_ports:
-                env = gunicorn_env(database_url, work / f"metrics-{port}")
+                env = gunicorn_env(database_url, work / f"metrics-{port}", **env_extra)
                 apps[port] = start_gunicorn(port, 2, env, work / f"gunicorn-{port}.log")
             cert, key = make_certificate(prefix / "tls")
             config, ports = _render(prefix, cert, key, [f"127.0.0.1:{port}" for port in app_ports])
@@ -200,37 +203,140 @@ def test_metrics_are_not_reachable_through_nginx(edge: Edge) -> None:
     assert "Active connections" in status.text
 
 
-def test_micro_cache_serves_anonymous_catalog_reads_and_never_authenticated_ones(edge: Edge, app: Flask) -> None:
+def _token(edge: Edge, username: str) -> str:
+    answer = edge.post("/api/token/", json={"username": username, "password": PASSWORD})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["access"]
+
+
+def _twice_cached(edge: Edge, path: str, **kwargs: Any) -> list[requests.Response]:
+    """GET until an answer comes from the micro-cache (a page lives a few seconds: one retry is plenty)."""
+    answers = []
+    for _ in range(5):
+        answers.append(edge.get(path, **kwargs))
+        if answers[-1].headers.get("X-Cache-Status") == "HIT":
+            break
+    return answers
+
+
+def _cached_keys(edge: Edge) -> list[str]:
+    """The key of every entry in Nginx's cache directory (each file holds its key in a `KEY:` line)."""
+    keys = []
+    for entry in (edge.prefix / "microcache").rglob("*"):
+        if entry.is_file():
+            match = re.search(rb"\nKEY: ([^\n]*)\n", entry.read_bytes()[:4096])
+            assert match, f"an entry without a key: {entry}"
+            keys.append(match.group(1).decode())
+    return keys
+
+
+def test_catalog_reads_are_micro_cached_with_or_without_a_token(edge: Edge, app: Flask) -> None:
     with app.app_context():
         make_product(name="Teapot")
         make_user(username="carol", email="carol@example.com", password=PASSWORD)
-    token = requests.post(
-        edge.url("/api/token/"), json={"username": "carol", "password": PASSWORD}, verify=str(edge.cert), timeout=10
-    ).json()["access"]
-    authorized = {"Authorization": f"Bearer {token}"}
+        make_user(username="dave", email="dave@example.com", password=PASSWORD)
+    carol, dave = _token(edge, "carol"), _token(edge, "dave")
 
-    # Authenticated reads go to the app every time, and leave nothing in the cache for others.
-    for _ in range(3):
-        response = edge.get("/api/products/?ordering=name", headers=authorized)
-        assert response.status_code == 200
-        assert response.headers["X-Cache-Status"] == "BYPASS"
-    assert edge.get("/api/products/?ordering=name").headers["X-Cache-Status"] in {"MISS", "EXPIRED"}
+    # Anonymous, then each user with a token: all served the one copy, which holds no token.
+    anonymous = _twice_cached(edge, "/api/products/?ordering=name")
+    assert anonymous[0].headers["X-Cache-Status"] in {"MISS", "EXPIRED", "STALE", "UPDATING"}
+    assert anonymous[-1].headers["X-Cache-Status"] == "HIT"
+    for token in (carol, dave):
+        answer = edge.get("/api/products/?ordering=name", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200
+        assert answer.headers["X-Cache-Status"] in {"HIT", "UPDATING", "STALE"}
+        assert answer.json() == anonymous[0].json() == [anonymous[0].json()[0]]
+        assert "no-store" not in answer.headers.get("Cache-Control", "")
+    teapot = anonymous[0].json()[0]["id"]
+    for path in ("/api/categories/", f"/api/products/{teapot}/"):
+        assert (
+            _twice_cached(edge, path, headers={"Authorization": f"Bearer {carol}"})[-1].headers["X-Cache-Status"]
+            == "HIT"
+        )
+    files = b"".join(entry.read_bytes() for entry in (edge.prefix / "microcache").rglob("*") if entry.is_file())
+    assert carol.encode() not in files and dave.encode() not in files
+    assert "/api/products/?ordering=name" in _cached_keys(edge)
 
-    # Anonymous reads: back to back, the second comes from the micro-cache (entries live 1 s, so
-    # a slow machine may need another pair).
-    statuses = []
-    for attempt in range(5):
-        first = edge.get(f"/api/products/?page=1&try={attempt}")
-        second = edge.get(f"/api/products/?page=1&try={attempt}")
-        assert first.status_code == second.status_code == 200
-        assert second.json() == first.json()
-        statuses.append(second.headers["X-Cache-Status"])
-        if statuses[-1] == "HIT":
-            break
-    assert "HIT" in statuses
 
-    # A cached anonymous page is never what an authenticated client gets.
-    assert edge.get(f"/api/products/?page=1&try={attempt}", headers=authorized).headers["X-Cache-Status"] == "BYPASS"
+def test_no_answer_that_depends_on_the_user_is_ever_stored(edge: Edge, app: Flask) -> None:
+    with app.app_context():
+        product_id = make_product(name="Cup", stock=10).id
+        make_user(username="erin", email="erin@example.com", password=PASSWORD)
+        make_user(username="frank", email="frank@example.com", password=PASSWORD, is_staff=True)
+    tokens = {"erin": _token(edge, "erin"), "frank": _token(edge, "frank")}
+    orders = {}
+    for name, token in tokens.items():
+        placed = edge.post(
+            "/api/orders/",
+            json={"items": [{"product_id": product_id, "quantity": 1}]},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"nginx-{name}"},
+        )
+        assert placed.status_code == 201, placed.text
+        orders[name] = placed.json()["id"]
+
+    private = ["/api/orders/", "/api/users/me/", "/api/users/", *(f"/api/orders/{n}/" for n in orders.values())]
+    seen: dict[tuple[str, str], str] = {}
+    for _ in range(3):  # each user, back to back, several times: a stored answer would come back as a HIT
+        for name, token in tokens.items():
+            for path in private:
+                answer = edge.get(path, headers={"Authorization": f"Bearer {token}"})
+                assert answer.headers.get("X-Cache-Status") in {None, "BYPASS", "MISS"}, (path, answer.headers)
+                assert answer.headers["Cache-Control"] == "no-store"
+                seen.setdefault((name, path), answer.text)
+                assert answer.text == seen[(name, path)]
+            issued = edge.post("/api/token/", json={"username": name, "password": PASSWORD})
+            assert issued.headers.get("X-Cache-Status") in {None, "BYPASS", "MISS"}
+            assert issued.headers["Cache-Control"] == "no-store"
+    # Each saw their own: the other's order is not theirs to read, and /me is each one's own.
+    assert seen[("erin", "/api/users/me/")] != seen[("frank", "/api/users/me/")]
+    assert (
+        edge.get(f"/api/orders/{orders['frank']}/", headers={"Authorization": f"Bearer {tokens['erin']}"}).status_code
+        == 404
+    )
+    assert all(key.startswith(("/api/products/", "/api/categories/")) for key in _cached_keys(edge)), _cached_keys(edge)
+
+
+def test_a_client_asking_for_no_cache_gets_and_stores_the_fresh_page(edge: Edge, app: Flask) -> None:
+    with app.app_context():
+        product_id = make_product(name="Saucer", stock=5).id
+        make_user(username="grace", email="grace@example.com", password=PASSWORD, is_staff=True)
+    staff = {"Authorization": f"Bearer {_token(edge, 'grace')}"}
+    path = f"/api/products/{product_id}/"
+    assert edge.get(path, headers={"Cache-Control": "no-cache"}).json()["stock"] == 5
+    assert _twice_cached(edge, path)[-1].json()["stock"] == 5
+
+    changed = requests.patch(edge.url(path), json={"stock": 4}, headers=staff, verify=str(edge.cert), timeout=10)
+    assert changed.status_code == 200, changed.text
+    # The writer asks past the copy and gets its write; the copy everyone gets is now that answer.
+    fresh = edge.get(path, headers={**staff, "Cache-Control": "no-cache"})
+    assert fresh.headers["X-Cache-Status"] == "BYPASS"
+    assert fresh.json()["stock"] == 4
+    again = _twice_cached(edge, path)
+    assert again[-1].headers["X-Cache-Status"] == "HIT"
+    assert [answer.json()["stock"] for answer in again] == [4] * len(again)
+
+
+def _rate_limited_edge_env(app: Flask) -> dict[str, str]:
+    redis_url = need_service("REDIS_URL", app.config.get("REDIS_URL"))
+    return {"RATELIMIT_ENABLED": "true", "RATELIMIT_ANON": "1000/minute", "REDIS_URL": redis_url}
+
+
+def test_rate_limit_headers_are_never_replayed_from_the_micro_cache(app: Flask, tmp_path: Path) -> None:
+    with app.app_context():
+        make_product(name="Jug")
+    with _edge(app, tmp_path, **_rate_limited_edge_env(app)) as edge:
+        answers = _twice_cached(edge, "/api/products/?ordering=-name")
+        # The app answered the first: its own figures for this client, passed on.
+        assert answers[0].headers["X-Cache-Status"] != "HIT"
+        assert answers[0].headers["X-RateLimit-Limit"] == "1000"
+        # Nginx answered the last from its copy: no other request's figures come with it.
+        assert answers[-1].headers["X-Cache-Status"] == "HIT"
+        for name in ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"):
+            assert name not in answers[-1].headers
+        # A request the app answers itself gets its own figures, in the cached location too.
+        fresh = edge.get("/api/products/?ordering=-name", headers={"Cache-Control": "no-cache"})
+        assert fresh.headers["X-Cache-Status"] == "BYPASS"
+        assert int(fresh.headers["X-RateLimit-Remaining"]) < int(answers[0].headers["X-RateLimit-Remaining"])
 
 
 def _requests_served(port: int) -> float:

@@ -32,6 +32,12 @@ STATIC_HEADERS = {
 }
 # flask-smorest serves Swagger UI and ReDoc from this blueprint.
 DOCS_BLUEPRINT = "api-docs"
+# The catalog answers every reader the same (it ignores tokens by design): its reads stay cacheable,
+# by Nginx's micro-cache too, whoever sends them.
+CATALOG_BLUEPRINTS = frozenset({"products", "categories"})
+READS = frozenset({"GET", "HEAD"})
+# Answers that hand out credentials are never cached, whatever the request carried (RFC 6749 5.1).
+CREDENTIAL_BLUEPRINTS = frozenset({"tokens"})
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
@@ -67,15 +73,23 @@ def docs_csp(body: bytes) -> str:
     )
 
 
+def is_user_dependent(blueprint: str | None, method: str, has_token: bool) -> bool:
+    """Whether an answer may depend on who asked: anything answered to a token but a catalog read,
+    and every answer of the credential endpoints."""
+    if blueprint in CREDENTIAL_BLUEPRINTS:
+        return True
+    return has_token and not (blueprint in CATALOG_BLUEPRINTS and method in READS)
+
+
 def add_security_headers(response: Response) -> Response:
-    """nosniff, no referrer, no framing, a CSP, and no caching of anything answered to a token."""
+    """nosniff, no referrer, no framing, a CSP, and no caching of anything that depends on the user."""
     headers = response.headers
     for name, value in STATIC_HEADERS.items():
         headers.setdefault(name, value)
     if "Content-Security-Policy" not in headers:
         is_page = request.blueprint == DOCS_BLUEPRINT and response.mimetype == "text/html"
         headers["Content-Security-Policy"] = docs_csp(response.get_data()) if is_page else API_CSP
-    if "Authorization" in request.headers:
+    if is_user_dependent(request.blueprint, request.method, "Authorization" in request.headers):
         headers["Cache-Control"] = "no-store"
     if current_app.config["CORS_ORIGINS"]:
         # Whether CORS headers are sent depends on Origin: a shared cache must keep one copy per origin

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 
 from shop import create_app
-from tests.conftest import app_config, bearer, token_for
+from tests.conftest import PASSWORD, app_config, bearer, token_for
 from tests.factories import make_product
 from tests.security.conftest import assert_error, dispose
 
@@ -109,20 +109,33 @@ def test_the_docs_pages_policy_allows_exactly_what_they_load(client, page):
 
 
 def test_what_a_token_saw_is_never_cached(client, user, user_headers):
-    with client.application.app_context():
-        product_id = make_product().id
-
     for response in (
         client.get("/api/users/me/", headers=user_headers),
         client.get("/api/orders/", headers=user_headers),
-        client.get(f"/api/products/{product_id}/", headers=user_headers),
         client.get("/api/users/", headers=user_headers),  # 403
         client.get("/api/users/me/", headers=bearer("garbage")),  # 401
+        client.post("/api/token/", json={"username": user.username, "password": PASSWORD}),  # no token sent
     ):
         assert response.headers["Cache-Control"] == "no-store"
 
-    # An anonymous catalog read stays cacheable (ETag, Nginx's micro-cache).
-    assert "no-store" not in client.get(f"/api/products/{product_id}/").headers.get("Cache-Control", "")
+
+def test_catalog_reads_stay_cacheable_with_or_without_a_token(client, user_headers):
+    # The catalog answers everyone the same (tokens are ignored), so Nginx's micro-cache may keep it.
+    with client.application.app_context():
+        product = make_product()
+        product_id, category_id = product.id, product.category_id
+
+    for path in (
+        "/api/products/",
+        f"/api/products/{product_id}/",
+        "/api/categories/",
+        f"/api/categories/{category_id}/",
+    ):
+        for headers in ({}, user_headers):
+            response = client.get(path, headers=headers)
+            assert response.status_code == 200
+            assert "no-store" not in response.headers.get("Cache-Control", "")
+            assert "private" not in response.headers.get("Cache-Control", "")
 
 
 def test_a_server_error_shows_no_traceback_or_debug_page(failing_app):
