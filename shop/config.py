@@ -139,7 +139,7 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
 def celery_config(broker_url: str | None, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Celery settings: at-least-once delivery that never hangs a request when the broker is down."""
     env = dict(os.environ if env is None else env)
-    relay_seconds = _int(env, "OUTBOX_RELAY_SECONDS", 10)
+    relay_seconds = _int(env, "OUTBOX_RELAY_SECONDS", 1)
     return {
         "broker_url": broker_url,
         # With no broker, tasks run in-process right after the order commits.
@@ -156,7 +156,14 @@ def celery_config(broker_url: str | None, env: dict[str, str] | None = None) -> 
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         "worker_hijack_root_logger": False,
         "beat_schedule": {
-            "relay-email-outbox": {"task": "shop.orders.tasks.relay_outbox", "schedule": float(relay_seconds)},
+            # The outbox relay publishes every order's email (the request never waits on the broker).
+            # A run not started within its interval is dropped: a stopped worker does not come back
+            # to a queue of relay runs.
+            "relay-email-outbox": {
+                "task": "shop.orders.tasks.relay_outbox",
+                "schedule": float(relay_seconds),
+                "options": {"expires": float(max(relay_seconds, 1))},
+            },
             "purge-expired-keys-and-tokens": {"task": "shop.orders.tasks.purge_expired", "schedule": 3600.0},
         },
     }

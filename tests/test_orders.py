@@ -363,3 +363,39 @@ def test_listing_costs_the_same_statements_for_1_or_many_orders(client, app, use
 
     assert many == one
     assert one <= 6  # token user and blocklist, count, page, items with their products
+
+
+def test_the_answer_is_what_a_later_get_of_the_order_shows(client, user_headers, products):
+    mouse, keyboard = products
+    lines = [{"product_id": keyboard, "quantity": 2}, {"product_id": mouse, "quantity": 1}]
+
+    created = _order(client, {**user_headers, "Idempotency-Key": "same-as-get"}, lines)
+    shown = client.get(f"/api/orders/{created.get_json()['id']}/", headers=user_headers)
+
+    assert created.status_code == 201 and shown.status_code == 200
+    assert created.get_data() == shown.get_data()  # same fields, same order, same values
+    assert [item["product"]["id"] for item in created.get_json()["items"]] == [keyboard, mouse]
+
+
+def test_an_order_is_one_statement_a_table_and_reads_its_buyer_once(client, app, user_headers, products):
+    mouse, keyboard = products
+    lines = [{"product_id": mouse, "quantity": 1}, {"product_id": keyboard, "quantity": 1}]
+    _order(client, user_headers, lines)  # the first order of a shape compiles its statements
+
+    with count_statements(app) as statements:
+        response = _order(client, {**user_headers, "Idempotency-Key": "count-me"}, lines)
+
+    assert response.status_code == 201
+    statements = [" ".join(statement.split()) for statement in statements]
+    # The token check reads the buyer (and, without Redis, the revocation list): nothing reads it again.
+    assert sum(" FROM users " in statement for statement in statements) == 1
+    order = [" ".join(s.split()[:3]) for s in statements if " FROM users " not in s and "revoked_tokens" not in s]
+    # Then, only without a broker (as here), the email is sent in-process after the commit.
+    assert order[:6] == [
+        "INSERT INTO idempotency_keys",  # the key claimed in the order's transaction
+        order[1] if order[1].startswith("WITH locked") else "UPDATE products SET",  # every line's stock at once
+        "INSERT INTO orders",
+        "INSERT INTO order_items",  # every item in one statement
+        "INSERT INTO email_outbox",
+        "UPDATE idempotency_keys SET",  # the answer stored on the key
+    ]

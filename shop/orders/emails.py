@@ -1,9 +1,15 @@
 """The confirmation email each order owes.
 
-The order's transaction writes an outbox row. After commit the email task is published;
-if the broker is down, or the process dies between commit and publish, the periodic relay
-publishes it later. The task sends while holding the row's lock and marks it sent in the
-same transaction, so a redelivered or duplicated task finds it sent and sends nothing.
+The order's transaction writes an outbox row, due at once; the request never talks to the
+broker. The relay (`relay_outbox`, run by beat every OUTBOX_RELAY_SECONDS) takes the due rows
+with `FOR UPDATE SKIP LOCKED`, marks them published (due again only after OUTBOX_GRACE_SECONDS,
+in case the task is lost), commits, and publishes their tasks; a publish that fails (the broker
+is down) makes its rows due again at once, so they are published when the broker returns.
+The task sends while holding the row's lock and marks it sent in the same transaction, so a
+redelivered or duplicated task finds it sent and sends nothing: one email per order.
+
+Without a broker (the embedded default) there is no relay: the email is sent in-process right
+after the order commits.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ from email.utils import make_msgid
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 
 from shop.core.metrics import EMAILS, OUTBOX_BACKLOG
 from shop.core.time import utcnow
 from shop.extensions import db
-from shop.orders.models import EmailOutbox, Order
+from shop.orders.models import EmailOutbox, Order, OrderItem
 from shop.tasks import task
 
 logger = logging.getLogger(__name__)
@@ -39,12 +45,18 @@ class Delivery:
     attempts: int = 0
 
 
+@dataclass(frozen=True)
+class Owed:
+    """Outbox rows the relay has taken to publish: their orders, and the products of those orders."""
+
+    order_ids: list[int]
+    product_ids: list[int]
+
+
 def order_committed(order_id: int) -> None:
-    """Publish the email task for a committed order; a broker fault leaves the row to the relay."""
-    try:
+    """After an order commits: without a broker, send its email now, in-process; else the relay publishes it."""
+    if current_app.extensions["celery"].conf.task_always_eager:
         task(SEND_TASK).delay(order_id)
-    except Exception:  # noqa: BLE001 - the order is committed; the outbox relay retries the publish
-        logger.warning("could not publish the confirmation email of order %s; the relay will", order_id)
 
 
 def build_message(order: Order) -> EmailMessage:
@@ -87,7 +99,9 @@ def deliver(order_id: int, *, final_attempt: bool) -> Delivery:
             EMAILS.labels(outcome="failed").inc()
             logger.error("confirmation email of order %s failed for good: %s", order_id, row.last_error)
         else:
-            row.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(row.attempts))
+            # The task retries itself after the backoff; the relay republishes only if that is lost.
+            grace = current_app.config["OUTBOX_GRACE_SECONDS"]
+            row.next_attempt_at = utcnow() + timedelta(seconds=backoff_seconds(row.attempts) + grace)
             EMAILS.labels(outcome="retry").inc()
         attempts = row.attempts
         db.session.commit()
@@ -105,27 +119,51 @@ def backoff_seconds(attempts: int) -> int:
     return min(2**attempts, current_app.config["EMAIL_RETRY_BACKOFF_MAX"])
 
 
-def owed_order_ids(limit: int = 500) -> list[int]:
-    """Claim the rows the relay should publish again: pending, due, and past the grace period.
+def take_owed(limit: int = 500) -> Owed:
+    """Take the rows the relay should publish now and mark them published, in one short transaction.
 
-    `SKIP LOCKED` lets several relays (or a relay and a sending worker) run side by side.
-    Each row taken is pushed back by the grace period, so it is published once per period.
+    Due rows: never published (due from their commit), or published OUTBOX_GRACE_SECONDS ago and
+    still pending (the task was lost). `SKIP LOCKED` lets several relays run side by side; each row
+    is published by one of them. The mark commits before the publish, so a sending worker never
+    finds the row locked by the relay.
     """
     now = utcnow()
-    grace = timedelta(seconds=current_app.config["OUTBOX_GRACE_SECONDS"])
-    rows = db.session.scalars(
-        select(EmailOutbox)
-        .where(EmailOutbox.status == PENDING, EmailOutbox.next_attempt_at <= now - grace)
+    rows = db.session.execute(
+        select(EmailOutbox.id, EmailOutbox.order_id)
+        .where(EmailOutbox.status == PENDING, EmailOutbox.next_attempt_at <= now)
         .order_by(EmailOutbox.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
-    for row in rows:
-        row.next_attempt_at = now
     order_ids = [row.order_id for row in rows]
+    product_ids: list[int] = []
+    if rows:
+        again = now + timedelta(seconds=current_app.config["OUTBOX_GRACE_SECONDS"])
+        db.session.execute(
+            update(EmailOutbox).where(EmailOutbox.id.in_([row.id for row in rows])).values(next_attempt_at=again)
+        )
+        product_ids = list(
+            db.session.scalars(
+                select(OrderItem.product_id)
+                .where(OrderItem.order_id.in_(order_ids))
+                .distinct()
+                .order_by(OrderItem.product_id)
+            )
+        )
     db.session.commit()
+    return Owed(order_ids, product_ids)
+
+
+def after_relay(unpublished: list[int]) -> None:
+    """End of a relay run: the orders whose task could not be published are due again at once."""
+    if unpublished:
+        db.session.execute(
+            update(EmailOutbox)
+            .where(EmailOutbox.order_id.in_(unpublished), EmailOutbox.status == PENDING)
+            .values(next_attempt_at=utcnow())
+        )
+        db.session.commit()
     OUTBOX_BACKLOG.set(backlog())
-    return order_ids
 
 
 def outbox_query(status: str | None = None) -> Select[Any]:

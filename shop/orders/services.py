@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-from sqlalchemy import Select, select
+import orjson
+from sqlalchemy import Connection, Row, Select, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
-from shop.core import idempotency
-from shop.core.cache import invalidate_catalog
 from shop.core.errors import Conflict, NotFound, ValidationFailed
 from shop.core.metrics import ORDERS_PLACED, STOCK_CONFLICTS
+from shop.core.time import utcnow
 from shop.extensions import db
-from shop.orders import emails
-from shop.orders.models import EmailOutbox, Order, OrderItem, OrderStatus
+from shop.orders import catalog, emails, idempotency, statements
+from shop.orders.idempotency import Answer
+from shop.orders.models import Order, OrderStatus
 from shop.products.models import Product
 from shop.users.models import User
 
@@ -29,6 +32,8 @@ RETRYABLE_SQLSTATES = {"40P01", "40001"}
 ATTEMPTS = 5
 # The largest total the orders.total column (Numeric(12, 2)) holds; a larger order is a 422, not a 500.
 MAX_ORDER_TOTAL = Decimal("9999999999.99")
+CENT = Decimal("0.01")
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # as shop.core.schemas.UTCDateTimeField writes a timestamp
 
 # Where staff may move an order with PATCH; cancelling has its own rule and returns stock.
 NEXT_STATUS = {
@@ -44,88 +49,146 @@ class InsufficientStock(Conflict):
     pass
 
 
-def place_order(
-    user: User,
-    lines: list[dict[str, int]],
-    *,
-    idempotency_key: str | None = None,
-    render: Callable[[Order], bytes],
-) -> idempotency.Answer:
+def place_order(user: User, lines: list[dict[str, int]], *, idempotency_key: str | None = None) -> Answer:
     """Take stock for every line and write the order, all or nothing; replay a repeated Idempotency-Key.
 
-    The answer is rendered inside the order's transaction, so a replay gets exactly the first answer.
+    One short transaction on the session's connection, in SQLAlchemy Core: claim the key, take
+    every line's stock in one UPDATE … RETURNING, INSERT the order, its items and its email's
+    outbox row, store the answer on the key, commit. The answer (the 201 body) is rendered from
+    what those statements returned. The buyer is the user the token check loaded: its id and
+    username are read once here, and nothing in this transaction makes the session reload it.
     """
-    claimed = None
-    if idempotency_key is not None:
-        outcome = idempotency.claim(user.id, idempotency_key, idempotency.fingerprint(lines))
-        if isinstance(outcome, idempotency.Answer):
-            return outcome
-        claimed = outcome
-    try:
-        order_id, body = _with_retries(lambda: _write_order(user, lines, claimed, render))
-    except BaseException:
-        if claimed is not None:
-            idempotency.release(claimed)
-        raise
+    buyer = (user.id, user.username)
+    request_hash = None if idempotency_key is None else idempotency.fingerprint(lines)
+    outcome = _with_retries(lambda: _write_order(buyer, lines, idempotency_key, request_hash))
+    if isinstance(outcome, Answer):
+        return outcome
     ORDERS_PLACED.inc()
-    invalidate_catalog()
-    emails.order_committed(order_id)
-    return idempotency.Answer(201, body, replayed=False)
+    catalog.stock_changed(outcome.stock_changes)
+    emails.order_committed(outcome.order_id)
+    return outcome.answer
+
+
+@dataclass(frozen=True)
+class Placed:
+    order_id: int
+    answer: Answer
+    stock_changes: dict[int, tuple[int, int]]
 
 
 def _write_order(
-    user: User, lines: list[dict[str, int]], claimed: idempotency.Claim | None, render: Callable[[Order], bytes]
-) -> tuple[int, bytes]:
-    if claimed is not None:
-        idempotency.hold(claimed)
-    wanted = {line["product_id"]: line["quantity"] for line in lines}
-    products = _lock_products(sorted(wanted))
-    _check_lines(lines, products)
-    short = [
-        {"product_id": pid, "requested": qty, "available": products[pid].stock}
-        for pid, qty in wanted.items()
-        if products[pid].stock < qty
-    ]
-    if short:
-        STOCK_CONFLICTS.inc()
-        raise InsufficientStock("Not enough stock for some items.", {"items": short})
-    total = sum((products[pid].price * qty for pid, qty in wanted.items()), Decimal("0.00"))
+    buyer: tuple[int, str], lines: list[dict[str, int]], key: str | None, request_hash: str | None
+) -> Placed | Answer:
+    user_id, username = buyer
+    connection = db.session.connection()
+    now = utcnow()
+    key_id = None
+    if key is not None and request_hash is not None:
+        claimed = idempotency.claim(connection, user_id, key, request_hash, now)
+        if isinstance(claimed, Answer):
+            db.session.rollback()
+            return claimed
+        key_id = claimed
+    params: dict[str, Any] = {"now": now, "buyer": user_id}
+    for n, line in enumerate(lines):
+        params[f"p{n}"] = line["product_id"]
+        params[f"q{n}"] = line["quantity"]
+    taken = {
+        row.id: row for row in connection.execute(statements.take_stock(connection.dialect.name, len(lines)), params)
+    }
+    if len(taken) < len(lines):
+        _refuse(connection, lines, taken)
+    total = sum((taken[line["product_id"]].price * line["quantity"] for line in lines), Decimal("0.00"))
     if total > MAX_ORDER_TOTAL:
         message = f"The order's total would be {total:.2f}; one order holds at most {MAX_ORDER_TOTAL}."
         raise ValidationFailed("The order is too large.", {"json": {"items": [message]}})
-
-    order = Order(user=user, status=OrderStatus.PENDING, total=Decimal("0.00"))
-    for line in lines:
-        product = products[line["product_id"]]
-        product.stock -= line["quantity"]
-        order.items.append(OrderItem(product=product, quantity=line["quantity"], unit_price=product.price))
-    order.total = sum((item.unit_price * item.quantity for item in order.items), Decimal("0.00")).quantize(
-        Decimal("0.01")
-    )
-    db.session.add(order)
-    db.session.flush()
-    db.session.add(EmailOutbox(order_id=order.id))
-    order_id, body = order.id, render(order)
-    if claimed is not None:
-        idempotency.record(claimed, 201, body)
+    params["amount"] = total = total.quantize(CENT)
+    for n, line in enumerate(lines):
+        params[f"u{n}"] = taken[line["product_id"]].price
+    params["order"] = order_id = connection.execute(statements.INSERT_ORDER, params).scalar_one()
+    item_ids = {
+        product_id: item_id for item_id, product_id in connection.execute(statements.insert_items(len(lines)), params)
+    }
+    connection.execute(statements.INSERT_OUTBOX, params)
+    body = render_placed(order_id, username, now, total, lines, taken, item_ids)
+    if key_id is not None:
+        idempotency.record(connection, key_id, 201, body)
     db.session.commit()
-    return order_id, body
+    changes = {
+        line["product_id"]: (taken[line["product_id"]].stock + line["quantity"], taken[line["product_id"]].stock)
+        for line in lines
+    }
+    return Placed(order_id, Answer(201, body, replayed=False), changes)
+
+
+def _refuse(connection: Connection, lines: list[dict[str, int]], taken: dict[int, Row[Any]]) -> NoReturn:
+    """Some line was not taken: 422 naming unknown or hidden products, else 409 with each short line's figures."""
+    ids = [line["product_id"] for line in lines]
+    found = {row.id: row for row in connection.execute(statements.STOCK_OF, {"ids": ids})}
+    unknown = {
+        index: {"product_id": ["No such product."]}
+        for index, product_id in enumerate(ids)
+        if product_id not in found or found[product_id].hidden
+    }
+    if unknown:
+        raise ValidationFailed("Some items name products that cannot be ordered.", {"json": {"items": unknown}})
+    STOCK_CONFLICTS.inc()
+    short = [
+        {"product_id": line["product_id"], "requested": line["quantity"], "available": found[line["product_id"]].stock}
+        for line in lines
+        if line["product_id"] not in taken
+    ]
+    raise InsufficientStock("Not enough stock for some items.", {"items": short})
+
+
+def render_placed(
+    order_id: int,
+    username: str,
+    now: datetime,
+    total: Decimal,
+    lines: list[dict[str, int]],
+    taken: dict[int, Row[Any]],
+    item_ids: dict[int, int],
+) -> bytes:
+    """The 201 body: OrderSchema's shape and field order (a later GET of the order answers the same)."""
+    stamp = _stamp(now)
+    items = []
+    for line in lines:
+        row = taken[line["product_id"]]
+        price = format(row.price, ".2f")
+        product = {
+            "id": row.id,
+            "name": row.name,
+            "description": row.description,
+            "price": price,
+            "stock": row.stock,
+            "image": row.image,
+            "category": {"id": row.category_id, "name": row[7], "description": row[8]},
+            "created_at": _stamp(row.created_at),
+            "updated_at": _stamp(row.updated_at),
+        }
+        items.append({"id": item_ids[row.id], "product": product, "quantity": line["quantity"], "unit_price": price})
+    order = {
+        "id": order_id,
+        "user": username,
+        "items": items,
+        "total": format(total, ".2f"),
+        "status": OrderStatus.PENDING.value,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "is_completed": False,
+    }
+    return orjson.dumps(order)
+
+
+def _stamp(value: datetime) -> str:
+    return value.strftime(UTC_FORMAT)
 
 
 def _lock_products(ids: list[int]) -> dict[int, Product]:
-    """Lock the rows in ascending id order, so concurrent orders of the same products cannot deadlock."""
+    """Lock the rows in ascending id order, so concurrent writes of the same products cannot deadlock."""
     query = select(Product).where(Product.id.in_(ids)).order_by(Product.id).with_for_update(of=Product)
     return {product.id: product for product in db.session.scalars(query)}
-
-
-def _check_lines(lines: list[dict[str, int]], products: dict[int, Product]) -> None:
-    errors = {
-        index: {"product_id": ["No such product."]}
-        for index, line in enumerate(lines)
-        if line["product_id"] not in products or products[line["product_id"]].hidden
-    }
-    if errors:
-        raise ValidationFailed("Some items name products that cannot be ordered.", {"json": {"items": errors}})
 
 
 def _with_retries(write: Callable[[], T]) -> T:
@@ -177,13 +240,15 @@ def cancel_order(viewer: User, order_id: int) -> Order:
             raise Conflict(f"An order that is {order.status.value} cannot be cancelled.")
         quantities = {item.product_id: item.quantity for item in order.items}
         for product in _lock_products(sorted(quantities)).values():
+            changes[product.id] = (product.stock, product.stock + quantities[product.id])
             product.stock += quantities[product.id]
         order.status = OrderStatus.CANCELLED
         db.session.commit()
         return order
 
+    changes: dict[int, tuple[int, int]] = {}
     order = _with_retries(write)
-    invalidate_catalog()
+    catalog.stock_changed(changes)
     return order
 
 

@@ -7,8 +7,7 @@ import logging
 from celery import Task, shared_task
 from flask import current_app
 
-from shop.core import idempotency
-from shop.orders import emails
+from shop.orders import catalog, emails, idempotency
 from shop.tasks import task
 from shop.users import tokens
 
@@ -28,14 +27,28 @@ def send_order_confirmation(self: Task, order_id: int) -> str:
 
 @shared_task(name="shop.orders.tasks.relay_outbox")
 def relay_outbox() -> int:
-    """Publish the emails still owed (broker was down, or a process died between commit and publish)."""
-    order_ids = emails.owed_order_ids()
+    """Publish the emails owed; returns how many were published (the rest stay owed for the next run).
+
+    It also tells the catalog cache again that those orders' products changed: a process that
+    died between an order's commit and its cache update leaves a catalog entry stale until then.
+    """
+    owed = emails.take_owed()
     send = task(emails.SEND_TASK)
-    for order_id in order_ids:
-        send.delay(order_id)
-    if order_ids:
-        logger.info("relayed %d owed confirmation emails", len(order_ids))
-    return len(order_ids)
+    published = 0
+    try:
+        for order_id in owed.order_ids:
+            send.delay(order_id)
+            published += 1
+    except Exception:  # noqa: BLE001 - the broker is down: these rows stay owed
+        logger.warning(
+            "could not publish %d owed confirmation emails; the relay will retry", len(owed.order_ids) - published
+        )
+    emails.after_relay(owed.order_ids[published:])
+    if owed.product_ids:
+        catalog.products_touched(owed.product_ids)
+    if published:
+        logger.info("relayed %d confirmation emails", published)
+    return published
 
 
 @shared_task(name="shop.orders.tasks.purge_expired")

@@ -1,20 +1,22 @@
-"""Idempotency-Key claims left behind by a request that died, and the request that lost its claim.
+"""Idempotency-Key claims when the request holding a key dies, or is still running.
 
-A request that dies between claiming its key and answering (its worker killed, the database
-gone) leaves an unanswered claim. Its client's retry must place the order, once, as soon as no
-request works on the claim any more, not answer 409 for a minute.
+A key is claimed inside the order's own transaction, so a request that dies (its worker killed,
+the database gone) takes its claim with it: its client's retry places the order, once, at once.
+A repeat sent while the first request runs waits for it and replays its answer.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
+import time
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select
 
-from shop.core import idempotency
 from shop.core.time import utcnow
 from shop.extensions import db
+from shop.orders import idempotency
 from shop.orders.models import IdempotencyKey, Order
 from tests.conftest import is_postgres
 from tests.factories import make_product
@@ -26,79 +28,117 @@ def lines(app, user):
         return [{"product_id": make_product(stock=10).id, "quantity": 1}]
 
 
-def _claim(app, user_id: int, key: str, lines, age: timedelta) -> idempotency.Claim:
-    """A claim taken `age` ago by a request that never answered."""
-    with app.app_context():
-        claimed = idempotency.claim(user_id, key, idempotency.fingerprint(lines))
-        assert isinstance(claimed, idempotency.Claim)
-        token = utcnow() - age
-        db.session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claimed.id).values(created_at=token))
-        db.session.commit()
-        return idempotency.Claim(claimed.id, token)
-
-
 def _orders(app) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(Order))
 
 
-def test_the_retry_of_a_request_that_died_places_the_order_once(app, client, user, user_headers, lines):
-    _claim(app, user.id, "died", lines, age=timedelta(seconds=61))
+def _post(client, headers: dict[str, str], key: str, lines) -> Any:
+    return client.post("/api/orders/", json={"items": lines}, headers={**headers, "Idempotency-Key": key})
 
-    first = client.post("/api/orders/", json={"items": lines}, headers={**user_headers, "Idempotency-Key": "died"})
-    again = client.post("/api/orders/", json={"items": lines}, headers={**user_headers, "Idempotency-Key": "died"})
+
+def _in_thread(call: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.setdefault("response", call()), daemon=True)
+    thread.start()
+    return thread, result
+
+
+def _waiting_on(app, holder: Any) -> bool:
+    """Whether some connection waits on a lock held by `holder`'s transaction."""
+    pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    with app.app_context(), db.engine.connect() as probe:
+        return bool(
+            probe.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))", {"pid": pid}
+            ).scalar()
+        )
+
+
+def _wait_for(condition: Any) -> None:
+    for _ in range(300):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the repeat never waited on the key")
+
+
+def test_the_retry_of_a_request_that_died_places_the_order_once(app, client, user, user_headers, lines):
+    with app.app_context(), db.engine.connect() as dying:
+        # A request claimed the key in its order's transaction, then died before committing.
+        dying.begin()
+        claimed = idempotency.claim(dying, user.id, "died", idempotency.fingerprint(lines), utcnow())
+        assert isinstance(claimed, int)
+        dying.rollback()
+
+    first = _post(client, user_headers, "died", lines)
+    again = _post(client, user_headers, "died", lines)
 
     assert first.status_code == 201, first.get_json()
+    assert "Idempotent-Replayed" not in first.headers
     assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
-    assert again.get_json()["id"] == first.get_json()["id"]
+    assert again.get_json() == first.get_json()
     assert _orders(app) == 1
 
 
-def test_on_postgresql_an_unlocked_claim_is_taken_over_at_once_and_a_locked_one_is_in_flight(
-    app, client, user, user_headers, lines
+def test_a_retry_sent_while_the_dying_request_still_holds_the_key_places_the_order_when_it_dies(
+    app, user, user_headers, lines
 ):
     if not is_postgres(app):
-        pytest.skip("row locks tell a live claim from a dead one on PostgreSQL only (SQLite waits 60 s)")
-    headers = {**user_headers, "Idempotency-Key": "live"}
-    # Just claimed: its request may not have reached its write yet (the grace), so it is in flight.
-    _claim(app, user.id, "fresh", lines, age=timedelta(0))
-    just = client.post("/api/orders/", json={"items": lines}, headers={**user_headers, "Idempotency-Key": "fresh"})
-    assert just.status_code == 409 and "still being processed" in just.get_json()["message"]
-
-    claimed = _claim(app, user.id, "live", lines, age=timedelta(seconds=3))
+        pytest.skip("a second request waits on the first one's transaction where several run at once")
     with app.app_context():
-        # The write of a live request holds its claim's row lock.
-        live = db.engine.connect()
-        transaction = live.begin()
-        live.execute(select(IdempotencyKey.id).where(IdempotencyKey.id == claimed.id).with_for_update())
+        dying = db.engine.connect()
+        dying.begin()
+        idempotency.claim(dying, user.id, "killed", idempotency.fingerprint(lines), utcnow())
+        thread, result = _in_thread(lambda: _post(app.test_client(), user_headers, "killed", lines))
         try:
-            busy = client.post("/api/orders/", json={"items": lines}, headers=headers)
+            _wait_for(lambda: _waiting_on(app, dying))
         finally:
-            transaction.rollback()  # that request dies: its transaction ends, its claim stays
-            live.close()
+            dying.close()  # the worker is killed: its connection drops, its transaction rolls back
+    thread.join(60)
 
-    assert busy.status_code == 409 and "still being processed" in busy.get_json()["message"]
-    retried = client.post("/api/orders/", json={"items": lines}, headers=headers)
+    retried = result["response"]
     assert retried.status_code == 201, retried.get_json()
+    assert "Idempotent-Replayed" not in retried.headers
     assert _orders(app) == 1
 
 
-def test_a_request_whose_claim_was_taken_over_writes_nothing_and_frees_nothing(app, user, lines):
-    claimed = _claim(app, user.id, "lost", lines, age=timedelta(seconds=61))
+def test_a_repeat_sent_while_the_first_request_runs_replays_its_answer(app, user, user_headers, lines):
+    if not is_postgres(app):
+        pytest.skip("a second request waits on the first one's transaction where several run at once")
     with app.app_context():
-        # Its retry took the claim over (a new token) while this request was still on its way.
-        taken = idempotency.claim(user.id, "lost", idempotency.fingerprint(lines))
-        assert isinstance(taken, idempotency.Claim) and taken.token != claimed.token
+        running = db.engine.connect()
+        running.begin()
+        key_id = idempotency.claim(running, user.id, "twice", idempotency.fingerprint(lines), utcnow())
+        assert isinstance(key_id, int)
+        thread, result = _in_thread(lambda: _post(app.test_client(), user_headers, "twice", lines))
+        try:
+            _wait_for(lambda: _waiting_on(app, running))
+            idempotency.record(running, key_id, 201, b'{"id": 7}')
+            running.commit()
+        finally:
+            running.close()
+    thread.join(60)
 
-        with pytest.raises(idempotency.ClaimLost):
-            idempotency.hold(claimed)
-        db.session.rollback()
-        with pytest.raises(idempotency.ClaimLost):
-            idempotency.record(claimed, 201, b"{}")
-        db.session.rollback()
-        idempotency.release(claimed)  # not this request's to free any more
+    repeat = result["response"]
+    assert repeat.status_code == 201 and repeat.headers["Idempotent-Replayed"] == "true"
+    assert repeat.get_data() == b'{"id": 7}'
+    assert _orders(app) == 0  # the repeat placed nothing of its own
 
-        row = db.session.get(IdempotencyKey, claimed.id)
-        assert row is not None and row.status_code is None and row.created_at == taken.token
-        idempotency.hold(taken)  # the retry's claim holds
-        db.session.rollback()
+
+def test_a_claim_left_unanswered_by_an_earlier_version_is_taken_over(app, client, user, user_headers, lines):
+    with app.app_context():
+        # The shop's earlier versions committed a claim before the order's transaction.
+        db.session.execute(
+            insert(IdempotencyKey).values(
+                user_id=user.id, key="legacy", request_hash=idempotency.fingerprint(lines), created_at=utcnow()
+            )
+        )
+        db.session.commit()
+
+    first = _post(client, user_headers, "legacy", lines)
+    again = _post(client, user_headers, "legacy", lines)
+
+    assert first.status_code == 201, first.get_json()
+    assert again.status_code == 201 and again.get_json()["id"] == first.get_json()["id"]
+    assert _orders(app) == 1

@@ -1,0 +1,122 @@
+"""The SQL of placing an order, in SQLAlchemy Core: built once per number of lines, run with parameters.
+
+Each statement is a module-level object (or one cached per line count), so SQLAlchemy compiles
+it once and every order only binds its values. Parameters of an order of n lines: `p0…p(n-1)`
+the product ids, `q0…` their quantities, `u0…` the unit prices, `now`, `buyer` (the user's id),
+`amount` (the total) and `order` (the new order's id).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Insert, Select, Update, bindparam, case, insert, literal, select, update
+
+from shop.orders.models import EmailOutbox, Order, OrderItem, OrderStatus
+from shop.products.models import Category, Product
+
+PRODUCTS = Product.__table__
+CATEGORIES = Category.__table__
+ORDERS = Order.__table__
+ITEMS = OrderItem.__table__
+OUTBOX = EmailOutbox.__table__
+
+
+def _category(column: Any) -> Any:
+    # A scalar subquery rather than a join: SQLite's RETURNING may name only the updated table.
+    return select(column).where(CATEGORIES.c.id == PRODUCTS.c.category_id).scalar_subquery()
+
+
+# What `take_stock` answers for each product it took from, in the order the answer shows them.
+PRODUCT_VIEW = (
+    PRODUCTS.c.id,
+    PRODUCTS.c.name,
+    PRODUCTS.c.description,
+    PRODUCTS.c.price,
+    PRODUCTS.c.stock,
+    PRODUCTS.c.image,
+    PRODUCTS.c.category_id,
+    _category(CATEGORIES.c.name),
+    _category(CATEGORIES.c.description),
+    PRODUCTS.c.created_at,
+    PRODUCTS.c.updated_at,
+)
+
+
+@cache
+def take_stock(dialect: str, lines: int) -> Update:
+    """Take every line's quantity from its product, when visible and in stock, in one UPDATE … RETURNING.
+
+    A product missing from the answer is unknown, hidden or short; the caller rolls back. On
+    PostgreSQL the rows are first locked in ascending id order (a materialized locking CTE), so
+    two orders of the same products queue up instead of deadlocking; SQLite has one writer at a time.
+    """
+    ids = [bindparam(f"p{n}") for n in range(lines)]
+    quantity = case({ids[n]: bindparam(f"q{n}") for n in range(lines)}, value=PRODUCTS.c.id)
+    wanted: Any = PRODUCTS.c.id.in_(ids)
+    if dialect == "postgresql":
+        locked = (
+            select(PRODUCTS.c.id)
+            .where(PRODUCTS.c.id.in_(ids))
+            .order_by(PRODUCTS.c.id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: the lock the UPDATE itself takes
+            .cte("locked")
+            .prefix_with("MATERIALIZED")
+        )
+        wanted = PRODUCTS.c.id.in_(select(locked.c.id))
+    return (
+        update(PRODUCTS)
+        .where(wanted, PRODUCTS.c.hidden.is_(False), PRODUCTS.c.stock >= quantity)
+        .values(stock=PRODUCTS.c.stock - quantity, updated_at=bindparam("now"))
+        .returning(*PRODUCT_VIEW)
+    )
+
+
+# Why products were missing from `take_stock`'s answer: the figures of the 409 (or the 422).
+STOCK_OF: Select[Any] = select(PRODUCTS.c.id, PRODUCTS.c.stock, PRODUCTS.c.hidden).where(
+    PRODUCTS.c.id.in_(bindparam("ids", expanding=True))
+)
+
+INSERT_ORDER: Insert = (
+    insert(ORDERS)
+    .values(
+        user_id=bindparam("buyer"),
+        status=literal(OrderStatus.PENDING.value),
+        total=bindparam("amount"),
+        created_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    .returning(ORDERS.c.id)
+)
+
+
+@cache
+def insert_items(lines: int) -> Insert:
+    """All of an order's items in one multi-row INSERT, answering each item's id with its product."""
+    # Typed: SQLAlchemy gives the columns' types to the first row's parameters only.
+    rows = [
+        {
+            "order_id": bindparam("order", type_=ITEMS.c.order_id.type),
+            "product_id": bindparam(f"p{n}", type_=ITEMS.c.product_id.type),
+            "quantity": bindparam(f"q{n}", type_=ITEMS.c.quantity.type),
+            "unit_price": bindparam(f"u{n}", type_=ITEMS.c.unit_price.type),
+        }
+        for n in range(lines)
+    ]
+    return insert(ITEMS).values(rows).returning(ITEMS.c.id, ITEMS.c.product_id)
+
+
+# The confirmation email the order owes, due at once: the outbox relay publishes it. Inline: no
+# RETURNING of its id, which nothing needs.
+INSERT_OUTBOX: Insert = (
+    insert(OUTBOX)
+    .values(
+        order_id=bindparam("order"),
+        status=literal("pending"),
+        attempts=literal(0),
+        next_attempt_at=bindparam("now"),
+        created_at=bindparam("now"),
+    )
+    .inline()
+)
