@@ -103,12 +103,17 @@ def _write_order(
         message = f"The order's total would be {total:.2f}; one order holds at most {MAX_ORDER_TOTAL}."
         raise ValidationFailed("The order is too large.", {"json": {"items": [message]}})
     params["amount"] = total = total.quantize(CENT)
-    for n, line in enumerate(lines):
-        params[f"u{n}"] = taken[line["product_id"]].price
     params["order"] = order_id = connection.execute(statements.INSERT_ORDER, params).scalar_one()
-    item_ids = {
-        product_id: item_id for item_id, product_id in connection.execute(statements.insert_items(len(lines)), params)
-    }
+    items = [
+        {
+            "order_id": order_id,
+            "product_id": line["product_id"],
+            "quantity": line["quantity"],
+            "unit_price": taken[line["product_id"]].price,
+        }
+        for line in lines
+    ]
+    item_ids = {product_id: item_id for item_id, product_id in connection.execute(statements.INSERT_ITEMS, items)}
     connection.execute(statements.INSERT_OUTBOX, params)
     body = render_placed(order_id, username, now, total, lines, taken, item_ids)
     if key_id is not None:

@@ -2,8 +2,8 @@
 
 Each statement is a module-level object (or one cached per line count), so SQLAlchemy compiles
 it once and every order only binds its values. Parameters of an order of n lines: `p0…p(n-1)`
-the product ids, `q0…` their quantities, `u0…` the unit prices, `now`, `buyer` (the user's id),
-`amount` (the total) and `order` (the new order's id).
+the product ids, `q0…` their quantities, `now`, `buyer` (the user's id), `amount` (the total)
+and `order` (the new order's id).
 """
 
 from __future__ import annotations
@@ -91,20 +91,9 @@ INSERT_ORDER: Insert = (
 )
 
 
-@cache
-def insert_items(lines: int) -> Insert:
-    """All of an order's items in one multi-row INSERT, answering each item's id with its product."""
-    # Typed: SQLAlchemy gives the columns' types to the first row's parameters only.
-    rows = [
-        {
-            "order_id": bindparam("order", type_=ITEMS.c.order_id.type),
-            "product_id": bindparam(f"p{n}", type_=ITEMS.c.product_id.type),
-            "quantity": bindparam(f"q{n}", type_=ITEMS.c.quantity.type),
-            "unit_price": bindparam(f"u{n}", type_=ITEMS.c.unit_price.type),
-        }
-        for n in range(lines)
-    ]
-    return insert(ITEMS).values(rows).returning(ITEMS.c.id, ITEMS.c.product_id)
+# All of an order's items, answering each item's id with its product. Run with one parameter set
+# per item: SQLAlchemy sends them as one multi-row INSERT … VALUES … RETURNING ("insertmanyvalues").
+INSERT_ITEMS: Insert = insert(ITEMS).returning(ITEMS.c.id, ITEMS.c.product_id)
 
 
 # The confirmation email the order owes, due at once: the outbox relay publishes it. Inline: no
