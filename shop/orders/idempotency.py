@@ -9,6 +9,7 @@ Concurrent requests with one key are decided by the unique constraint on user an
 repeat's INSERT waits for the transaction holding the key (PostgreSQL waits on the uncommitted
 index entry, SQLite on its write lock): when that one commits, the repeat replays its answer;
 when it rolls back (not enough stock, a fault), the repeat claims the key and runs the write.
+A repeat that waits longer than the statement timeout answers 409, still in flight.
 
 A claim with no answer can only be left by the shop's earlier versions, which committed claims
 on their own: the claim statement takes such a row over, and one older than 24 hours is reused.
@@ -25,14 +26,18 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Insert, Select, Update, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 
-from shop.core.errors import ValidationFailed
+from shop.core.errors import Conflict, ValidationFailed
 from shop.core.metrics import IDEMPOTENT_REPLAYS
 from shop.core.time import utcnow
 from shop.extensions import db
 from shop.orders.models import IdempotencyKey
 
 KEY_LIFETIME = timedelta(hours=24)
+# query_canceled (statement_timeout) and lock_not_available (lock_timeout): a repeat stopped waiting.
+GAVE_UP_WAITING = {"57014", "55P03"}
+IN_FLIGHT = "A request with this Idempotency-Key is still being processed; retry shortly."
 KEYS = IdempotencyKey.__table__
 
 
@@ -56,7 +61,12 @@ def claim(connection: Connection, user_id: int, key: str, request_hash: str, now
     The caller rolls back after an answer; a repeat with another body is a 422.
     """
     params = {"buyer": user_id, "idem_key": key, "fingerprint": request_hash, "now": now, "expired": now - KEY_LIFETIME}
-    claimed = connection.execute(_claim_statement(connection.dialect.name), params).scalar()
+    try:
+        claimed = connection.execute(_claim_statement(connection.dialect.name), params).scalar()
+    except OperationalError as exc:
+        if getattr(exc.orig, "pgcode", None) in GAVE_UP_WAITING:
+            raise Conflict(IN_FLIGHT) from exc  # the first request held the key past the statement timeout
+        raise
     if claimed is not None:
         return claimed
     existing = connection.execute(_STORED, params).one()

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, insert, select
 
+from shop import create_app
 from shop.core.time import utcnow
 from shop.extensions import db
 from shop.orders import idempotency
 from shop.orders.models import IdempotencyKey, Order
-from tests.conftest import is_postgres
+from tests.conftest import app_config, is_postgres
 from tests.factories import make_product
 
 
@@ -142,3 +143,24 @@ def test_a_claim_left_unanswered_by_an_earlier_version_is_taken_over(app, client
     assert first.status_code == 201, first.get_json()
     assert again.status_code == 201 and again.get_json()["id"] == first.get_json()["id"]
     assert _orders(app) == 1
+
+
+def test_a_repeat_that_waits_past_the_statement_timeout_is_told_the_first_is_in_flight(app, user, user_headers, lines):
+    if not is_postgres(app):
+        pytest.skip("the statement timeout is PostgreSQL's")
+    impatient = create_app(
+        app_config(SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": "-c statement_timeout=300"}})
+    )
+    with app.app_context():
+        running = db.engine.connect()
+        running.begin()
+        idempotency.claim(running, user.id, "slow", idempotency.fingerprint(lines), utcnow())
+        try:
+            repeat = _post(impatient.test_client(), user_headers, "slow", lines)
+        finally:
+            running.close()
+
+    assert repeat.status_code == 409 and "still being processed" in repeat.get_json()["message"]
+    assert _orders(app) == 0
+    with impatient.app_context():
+        db.engine.dispose()
