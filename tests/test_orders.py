@@ -399,3 +399,16 @@ def test_an_order_is_one_statement_a_table_and_reads_its_buyer_once(client, app,
         "INSERT INTO email_outbox",
         "UPDATE idempotency_keys SET",  # the answer stored on the key
     ]
+
+
+def test_an_order_whose_total_the_column_cannot_hold_is_422_and_takes_nothing(client, app, user_headers):
+    with app.app_context():
+        dear = make_product(price="99999999.99", stock=1000).id
+    before = _counts(app)
+
+    response = _order(client, {**user_headers, "Idempotency-Key": "too-dear"}, [{"product_id": dear, "quantity": 101}])
+
+    assert response.status_code == 422 and response.get_json()["message"] == "The order is too large."
+    assert _counts(app) == before
+    retried = _order(client, {**user_headers, "Idempotency-Key": "too-dear"}, [{"product_id": dear, "quantity": 100}])
+    assert retried.status_code == 201  # the refused order left its key free
