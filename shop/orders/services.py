@@ -168,7 +168,7 @@ def render_placed(
             "price": price,
             "stock": row.stock,
             "image": row.image,
-            "category": {"id": row.category_id, "name": row[7], "description": row[8]},
+            "category": {"id": row.category_id, "name": row.category_name, "description": row.category_description},
             "created_at": _stamp(row.created_at),
             "updated_at": _stamp(row.updated_at),
         }

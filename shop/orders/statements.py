@@ -37,8 +37,8 @@ PRODUCT_VIEW = (
     PRODUCTS.c.stock,
     PRODUCTS.c.image,
     PRODUCTS.c.category_id,
-    _category(CATEGORIES.c.name),
-    _category(CATEGORIES.c.description),
+    _category(CATEGORIES.c.name).label("category_name"),
+    _category(CATEGORIES.c.description).label("category_description"),
     PRODUCTS.c.created_at,
     PRODUCTS.c.updated_at,
 )
