@@ -1,7 +1,8 @@
 """Confirmation emails per minute, from order commit to message in an SMTP server.
 
-Places ORDERS orders through the API (an app publishing to RabbitMQ), with a real Celery
-worker sending to an SMTP server this script runs, and reports throughput and latency.
+Places ORDERS orders through the API (their outbox rows published to RabbitMQ by the relay,
+which `celery beat` runs every OUTBOX_RELAY_SECONDS), with a real Celery worker sending to an
+SMTP server this script runs, and reports throughput and latency.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/shop_bench \
     CELERY_BROKER_URL=amqp://guest:guest@127.0.0.1:5672/shop_bench \
@@ -74,8 +75,11 @@ def main() -> None:
         log = Path(tempfile.mkstemp(prefix="shop-bench-worker-", suffix=".log")[1])
         command = [sys.executable, "-m", "celery", "-A", "celery_worker", "worker", "-c", str(args.concurrency)]
         command += ["--without-gossip", "--without-mingle", "-l", "info"]
+        schedule = log.with_suffix(".schedule")
+        beat_command = [sys.executable, "-m", "celery", "-A", "celery_worker", "beat", "--schedule", str(schedule)]
         with log.open("wb") as out:
             worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            beat = subprocess.Popen(beat_command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             while "ready." not in log.read_text(errors="replace"):
                 time.sleep(0.1)
@@ -86,8 +90,9 @@ def main() -> None:
             while len(sink.received) < args.orders and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
-            worker.terminate()
-            worker.wait(30)
+            for process in (beat, worker):
+                process.terminate()
+                process.wait(30)
 
     arrived = {int(re.search(r"#(\d+)", m["Subject"]).group(1)): m for m in sink.received}
     latencies = sorted(sink_time - committed[oid] for oid, sink_time in _arrival_times(sink, arrived).items())
