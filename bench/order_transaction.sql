@@ -2,8 +2,8 @@
 -- the shop sends it (simple protocol, like psycopg2; the pool's pre-ping SELECT 1 left out, and the
 -- token's revocation check, which Redis answers). One transaction: the token check reads the buyer,
 -- then the order claims its key, takes both lines' stock in one UPDATE (rows locked in id order by
--- its CTE), inserts the order, both items in one INSERT, the email's outbox row, and stores the
--- answer on the key. The values the shop computes in Python (timestamps) are now() here.
+-- its CTE, which leaves alone rows it cannot take), inserts the order, both items in one INSERT, the
+-- email's outbox row, and stores the answer on the key. The shop's Python timestamps are now() here.
 -- Variables from `pgbench -D`: user_id (the buyer), products (how many ids, from 1).
 \set a random(1, :products)
 \set b (:a % :products) + 1
@@ -11,7 +11,7 @@
 BEGIN;
 SELECT users.id, users.username, users.email, users.password_hash, users.first_name, users.last_name, users.phone_number, users.is_staff, users.is_active, users.date_joined FROM users WHERE users.id = :user_id;
 INSERT INTO idempotency_keys (user_id, key, request_hash, created_at) VALUES (:user_id, 'pgbench-' || :client_id || '-' || :nonce, 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', now()) ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, status_code = NULL, response_body = NULL, created_at = excluded.created_at WHERE idempotency_keys.created_at < now() - interval '24 hours' OR idempotency_keys.status_code IS NULL RETURNING idempotency_keys.id AS key_id \gset
-WITH locked AS MATERIALIZED (SELECT products.id AS id FROM products WHERE products.id IN (:a, :b) ORDER BY products.id FOR NO KEY UPDATE) UPDATE products SET stock=(products.stock - CASE products.id WHEN :a THEN 1 WHEN :b THEN 1 END), updated_at=now() WHERE products.id IN (SELECT locked.id FROM locked) AND products.hidden IS false AND products.stock >= CASE products.id WHEN :a THEN 1 WHEN :b THEN 1 END RETURNING products.id, products.name, products.description, products.price, products.stock, products.image, products.category_id, (SELECT categories.name FROM categories WHERE categories.id = products.category_id) AS category_name, (SELECT categories.description FROM categories WHERE categories.id = products.category_id) AS category_description, products.created_at, products.updated_at;
+WITH locked AS MATERIALIZED (SELECT products.id AS id FROM products WHERE products.id IN (:a, :b) AND products.hidden IS false AND products.stock >= CASE products.id WHEN :a THEN 1 WHEN :b THEN 1 END ORDER BY products.id FOR NO KEY UPDATE) UPDATE products SET stock=(products.stock - CASE products.id WHEN :a THEN 1 WHEN :b THEN 1 END), updated_at=now() WHERE products.id IN (SELECT locked.id FROM locked) AND products.hidden IS false AND products.stock >= CASE products.id WHEN :a THEN 1 WHEN :b THEN 1 END RETURNING products.id, products.name, products.description, products.price, products.stock, products.image, products.category_id, (SELECT categories.name FROM categories WHERE categories.id = products.category_id) AS category_name, (SELECT categories.description FROM categories WHERE categories.id = products.category_id) AS category_description, products.created_at, products.updated_at;
 INSERT INTO orders (user_id, status, total, created_at, updated_at) VALUES (:user_id, 'pending', 10.00, now(), now()) RETURNING orders.id AS order_id \gset
 INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES (:order_id, :a, 1, 5.00), (:order_id, :b, 1, 5.00) RETURNING order_items.id, order_items.product_id;
 INSERT INTO email_outbox (order_id, status, attempts, next_attempt_at, created_at) VALUES (:order_id, 'pending', 0, now(), now());

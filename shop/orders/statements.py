@@ -50,15 +50,18 @@ def take_stock(dialect: str, lines: int) -> Update:
 
     A product missing from the answer is unknown, hidden or short; the caller rolls back. On
     PostgreSQL the rows are first locked in ascending id order (a materialized locking CTE), so
-    two orders of the same products queue up instead of deadlocking; SQLite has one writer at a time.
+    two orders of the same products queue up instead of deadlocking; SQLite has one writer at a
+    time. The CTE locks only rows that can be taken: a sold-out product's row is never waited
+    for, so the orders refused for it answer at once, side by side.
     """
     ids = [bindparam(f"p{n}") for n in range(lines)]
     quantity = case({ids[n]: bindparam(f"q{n}") for n in range(lines)}, value=PRODUCTS.c.id)
+    can_take = (PRODUCTS.c.hidden.is_(False), PRODUCTS.c.stock >= quantity)
     wanted: Any = PRODUCTS.c.id.in_(ids)
     if dialect == "postgresql":
         locked = (
             select(PRODUCTS.c.id)
-            .where(PRODUCTS.c.id.in_(ids))
+            .where(PRODUCTS.c.id.in_(ids), *can_take)
             .order_by(PRODUCTS.c.id)
             .with_for_update(key_share=True)  # FOR NO KEY UPDATE: the lock the UPDATE itself takes
             .cte("locked")
@@ -67,7 +70,7 @@ def take_stock(dialect: str, lines: int) -> Update:
         wanted = PRODUCTS.c.id.in_(select(locked.c.id))
     return (
         update(PRODUCTS)
-        .where(wanted, PRODUCTS.c.hidden.is_(False), PRODUCTS.c.stock >= quantity)
+        .where(wanted, *can_take)
         .values(stock=PRODUCTS.c.stock - quantity, updated_at=bindparam("now"))
         .returning(*PRODUCT_VIEW)
     )
