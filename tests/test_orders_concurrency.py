@@ -149,3 +149,30 @@ def test_concurrent_cancels_return_stock_once(app):
 
     assert statuses == {200: 1, 409: 9}
     assert _stock(app, product) == 10
+
+
+def test_an_order_for_a_sold_out_product_is_refused_without_waiting_on_its_row(app):
+    with app.app_context():
+        product = make_product(stock=0).id
+    headers = _buyers(app, 1)[0]
+    result: dict[str, Any] = {}
+
+    def buy() -> None:
+        response = app.test_client().post(
+            "/api/orders/", json={"items": [{"product_id": product, "quantity": 1}]}, headers=headers
+        )
+        result["status"], result["body"] = response.status_code, response.get_json()
+
+    with app.app_context(), db.engine.connect() as writer:
+        # A staff edit (or an order being cancelled) holds the product's row.
+        writer.execute(select(Product.id).where(Product.id == product).with_for_update())
+        thread = threading.Thread(target=buy)
+        thread.start()
+        thread.join(30)
+        answered_while_held = not thread.is_alive()
+        writer.rollback()
+    thread.join(30)
+
+    assert answered_while_held, "the refused order waited on the row lock"
+    assert result["status"] == 409
+    assert result["body"]["errors"]["items"] == [{"product_id": product, "requested": 1, "available": 0}]
