@@ -70,7 +70,7 @@ PROCESSES ?= 0
 bench: install ## Measure the shop against this machine's ceilings; writes docs/performance.md (a few minutes)
 	$(BIN)/python bench/run.py --seconds $(BENCH_SECONDS)
 
-bench-smoke: install ## The benchmark in brief (3 s a scenario, 1,000 connections for 10 s): CI runs it
+bench-smoke: install ## The benchmark in brief (3 s a scenario, the flash sale, 1,000 connections for 10 s): CI runs it
 	$(BIN)/python bench/run.py --seconds 3 --rounds 1 --mix-seconds 10 --mix-connections 1000
 
 profile: install ## py-spy on the workers under each direct scenario and ceiling: reports/profile/ (stacks, summary)

@@ -158,6 +158,9 @@ def test_request_ids_are_passed_through_or_made_and_reach_the_app_log(edge: Edge
     made = edge.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
     assert re.fullmatch(r"[0-9a-f]{32}", made.headers["X-Request-ID"])
     assert len(made.raw.headers.getlist("X-Request-ID")) == 1  # one header, not the app's and Nginx's both
+    for catalog in ("/api/categories/", "/api/products/?request-id=1"):  # the micro-cached location too
+        answer = edge.get(catalog, headers={"X-Request-ID": "trace-43.abc", "Cache-Control": "no-cache"})
+        assert answer.raw.headers.getlist("X-Request-ID") == ["trace-43.abc"]
 
     logs = "".join(server.output() for server in edge.apps.values())
     assert '"request_id": "trace-42.abc"' in logs

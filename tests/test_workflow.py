@@ -115,6 +115,15 @@ def test_the_bench_smoke_job_runs_a_short_benchmark_and_keeps_its_report():
     assert any("docs/performance.md" in path for path in _uploads(job))
 
 
+def test_the_benchmark_smoke_runs_after_the_tests_in_ci_run_and_in_the_workflow():
+    steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    job = _workflow()["jobs"]["bench-smoke"]
+
+    assert "make bench-smoke" in steps and steps.index("make bench-smoke") > steps.index("make test")
+    assert job["needs"] == "test"
+    assert [run for run in _runs(job) if run.startswith("make ")] == ["make install", "make bench-smoke"]
+
+
 def _requirements() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
