@@ -33,7 +33,7 @@ def register_extensions(app: Flask) -> None:
     from shop.core.metrics import connect_celery_metrics
     from shop.core.metrics import init_app as init_shop_metrics
     from shop.core.security import init_security
-    from shop.extensions import api, cache, db, jwt, metrics, migrate
+    from shop.extensions import api, cache, db, jwt, migrate
     from shop.infra.ratelimit import init_rate_limits
     from shop.tasks import celery_init_app
 
@@ -47,8 +47,7 @@ def register_extensions(app: Flask) -> None:
     cache.init_app(app)
     init_rate_limits(app)  # the API budget per client, and flask-limiter for the credential views
     init_security(app)  # security headers on every response, CORS for CORS_ORIGINS only
-    metrics.init_app(app)
-    init_shop_metrics(app)
+    init_shop_metrics(app)  # HTTP metrics by route rule and status, 429s, process gauges
     connect_celery_metrics()
     celery_init_app(app)
     init_devtools(app)  # development only: Server-Timing and the SQL statement budget

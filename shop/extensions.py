@@ -6,12 +6,10 @@ from flask_caching import Cache
 from flask_cors import CORS
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from prometheus_flask_exporter import PrometheusMetrics
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 from shop.core.api import ShopApi
-from shop.core.metrics import LATENCY_BUCKETS
 from shop.infra.jwt import OnceJWTManager
 from shop.infra.ratelimit import RateLimitedResponses, limiter
 
@@ -36,8 +34,4 @@ jwt = OnceJWTManager()  # a request decodes its token once, for the limiter and 
 cache = Cache()
 cors = CORS()
 # flask-limiter, for RATELIMIT_AUTH on the credential views; the API budget is shop.infra.ratelimit's own.
-__all__ = ["api", "cache", "cors", "db", "jwt", "limiter", "metrics", "migrate"]
-# HTTP metrics by route rule and status; /metrics itself (Prometheus scrapes) is not traffic.
-metrics = PrometheusMetrics.for_app_factory(
-    path=None, group_by="url_rule", buckets=LATENCY_BUCKETS, excluded_paths=["^/metrics$"]
-)
+__all__ = ["api", "cache", "cors", "db", "jwt", "limiter", "migrate"]

@@ -120,16 +120,9 @@ def _time_cache_backend(backend: Any) -> None:
 
 
 def _time_redis_client(client: Any) -> None:
-    """Count each command a Redis client sends on its own, and each pipeline it sends, as one cache call."""
+    """Count each command a Redis client sends on its own, and each round trip's batch, as one cache call."""
     client.execute_command = _timed_cache_call(client.execute_command)
-    make_pipeline = client.pipeline
-
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        made = make_pipeline(*args, **kwargs)
-        made.execute = _timed_cache_call(made.execute)
-        return made
-
-    client.pipeline = pipeline
+    roundtrip.wrap_batches(client, _timed_cache_call)
 
 
 def _timed_cache_call(method: Callable[..., Any]) -> Callable[..., Any]:

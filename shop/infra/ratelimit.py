@@ -25,9 +25,11 @@ flask-limiter is kept for `RATELIMIT_AUTH`, through its decorators, with `OneCal
 its strategy: its stock fixed window would send GET and TTL after the increment to write the
 headers; this one learns both from the increment's script (the same `INCR_WITH_TTL`) and counts its
 in-memory fallback checks too. Both are public names of `limits` (a strategy subclass overriding
-`hit` and `get_window_stats`, registered in `limits.strategies.STRATEGIES`). Its `before_request`
-hook still runs on every request; a request filter answers "exempt" for every view without a
-credential limit at once.
+`hit` and `get_window_stats`, registered in `limits.strategies.STRATEGIES`). flask-limiter checks a
+decorated view inside its decorator, so the `before_request` hook its `init_app` adds (which would
+resolve no limit on every other request) is taken out of `app.before_request_funcs` again, found
+by the object it is bound to; a request filter answers "exempt" for every view without a credential
+limit, should it run anyway.
 
 Why not flask-limiter for the API budget: resolving the limits that apply (exemption scopes,
 blueprint and default limits, a callable limit string parsed again each time), its bookkeeping and
@@ -281,17 +283,22 @@ class RateLimits:
             if window is None:
                 return response
         headers = response.headers
-        headers["X-RateLimit-Limit"] = str(window[0])
-        headers["X-RateLimit-Remaining"] = str(window[1])
-        headers["X-RateLimit-Reset"] = str(math.ceil(window[2]))
+        # Added, not set: nothing else writes these on a view the budget counts (a set would scan the list).
+        headers.add("X-RateLimit-Limit", str(window[0]))
+        headers.add("X-RateLimit-Remaining", str(window[1]))
+        headers.add("X-RateLimit-Reset", str(math.ceil(window[2])))
         if "Retry-After" not in headers:  # as flask-limiter: when the window starts again (a 503 keeps its own)
-            headers["Retry-After"] = str(max(1, math.ceil(window[2] - time.time())))
+            headers.add("Retry-After", str(max(1, math.ceil(window[2] - time.time()))))
         return response
 
 
 def init_rate_limits(app: Flask) -> None:
     """The API budget's hooks (none when RATELIMIT_ENABLED is off), and flask-limiter for the credential views."""
     limiter.init_app(app)
+    # flask-limiter checks a decorated view inside its decorator; the before_request hook init_app
+    # adds would resolve no limit for every other request (about 35 µs each): it is taken out again.
+    hooks = app.before_request_funcs.get(None, [])
+    hooks[:] = [hook for hook in hooks if getattr(hook, "__self__", None) is not limiter]
     if not app.config["RATELIMIT_ENABLED"]:
         return
     limits = app.extensions["shop.ratelimits"] = RateLimits(app)

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import redis
 from flask import Flask, request
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 F = TypeVar("F", bound=Callable[..., Any])
 Callback = Callable[[Any], None]
@@ -45,6 +45,8 @@ JOINS = "joins_round_trip"
 UNAVAILABLE = (RedisError, OSError)
 _ENVIRON_KEY = "shop.roundtrip"
 OBSERVERS = "shop.redis.observers"
+# A client may carry its own batch sender (development timing wraps `_send`).
+SEND_BATCH = "shop_send_batch"
 
 
 class RoundTrip:
@@ -53,27 +55,22 @@ class RoundTrip:
     __slots__ = ("batches",)
 
     def __init__(self) -> None:
-        self.batches: dict[int, tuple[Any, list[Callback]]] = {}
+        self.batches: dict[int, tuple[redis.Redis, list[tuple[Any, ...]], list[Callback]]] = {}
 
     def defer(self, client: redis.Redis, callback: Callback, *command: Any) -> None:
         batch = self.batches.get(id(client))
         if batch is None:
-            batch = self.batches[id(client)] = (client.pipeline(transaction=False), [])
-        batch[0].execute_command(*command)
-        batch[1].append(callback)
+            batch = self.batches[id(client)] = (client, [], [])
+        batch[1].append(command)
+        batch[2].append(callback)
 
     def send(self) -> None:
         if not self.batches:
             return
         batches, self.batches = self.batches, {}
         first_error: BaseException | None = None
-        for pipeline, callbacks in batches.values():
-            try:
-                answers: list[Any] = pipeline.execute(raise_on_error=False)
-            except UNAVAILABLE as exc:
-                answers = [exc] * len(callbacks)
-            finally:
-                pipeline.reset()
+        for client, commands, callbacks in batches.values():
+            answers = getattr(client, SEND_BATCH, _send)(client, commands)
             for callback, answer in zip(callbacks, answers, strict=True):
                 try:
                     callback(answer)
@@ -81,6 +78,49 @@ class RoundTrip:
                     first_error = first_error or exc
         if first_error is not None:
             raise first_error
+
+
+def _send(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Write every command at once on one pooled connection, then read each answer (an error answer in place).
+
+    What redis-py's Pipeline does for a non-transactional batch, without its per-call machinery
+    (retry wrapper, response callbacks, command stack objects, an encoder call per argument):
+    the commands are packed here (`_pack`), then written and read through the connection's public
+    methods. For the warm catalog page's two scripts, 150 Python calls instead of 470.
+    """
+    pool = client.connection_pool
+    try:
+        connection = pool.get_connection()
+    except UNAVAILABLE as exc:
+        return [exc] * len(commands)
+    try:
+        connection.send_packed_command([_pack(commands)])
+        answers: list[Any] = []
+        for _ in commands:
+            try:
+                answers.append(connection.read_response())
+            except ResponseError as exc:  # an error answer: the connection is fine, the next answer follows
+                answers.append(exc)
+        return answers
+    except UNAVAILABLE as exc:
+        connection.disconnect()
+        return [exc] * len(commands)
+    finally:
+        pool.release(connection)
+
+
+def _pack(commands: list[tuple[Any, ...]]) -> bytes:
+    """The commands in the Redis protocol (RESP arrays of bulk strings); arguments are bytes, str or numbers."""
+    parts: list[bytes] = []
+    for command in commands:
+        parts.append(b"*%d\r\n" % len(command))
+        for argument in command:
+            if isinstance(argument, str):
+                argument = argument.encode()
+            elif not isinstance(argument, bytes):
+                argument = repr(argument).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(argument), argument))
+    return b"".join(parts)
 
 
 def defer(client: redis.Redis, callback: Callback, *command: Any) -> None:
@@ -124,6 +164,11 @@ def client(app: Flask, url: str, options: dict[str, Any] | None = None) -> redis
         for observe in app.extensions.get(OBSERVERS, ()):
             observe(found)
     return found
+
+
+def wrap_batches(client: redis.Redis, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """Send this client's batches through `wrap(sender)` (development timing)."""
+    setattr(client, SEND_BATCH, wrap(getattr(client, SEND_BATCH, _send)))
 
 
 def observe_clients(app: Flask, observer: Callable[[redis.Redis], None]) -> None:
