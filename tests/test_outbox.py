@@ -132,3 +132,22 @@ def test_without_a_broker_the_relay_sends_what_is_owed_in_process_once(app, down
     assert _relay(app) == 0
     rows = _rows(app)
     assert all(rows[order_id].status == "sent" and rows[order_id].attempts == 1 for order_id in order_ids)
+
+
+def test_the_relay_refreshes_the_catalog_for_an_order_whose_process_died_before_telling_it(down, monkeypatch):
+    with down.app_context():
+        product = make_product(stock=10).id
+        headers = {"Authorization": f"Bearer {create_access_token(identity=make_user().id)}"}
+    client = down.test_client()
+    assert client.get(f"/api/products/{product}/").get_json()["stock"] == 10  # cached now
+    # The order commits, and its process dies before it tells the catalog cache.
+    monkeypatch.setattr("shop.orders.services.catalog.stock_changed", lambda changes: None)
+    order = client.post("/api/orders/", json={"items": [{"product_id": product, "quantity": 3}]}, headers=headers)
+    assert order.status_code == 201
+    monkeypatch.undo()
+    stale = client.get(f"/api/products/{product}/").get_json()["stock"]
+
+    _relay(down)  # even with the broker down
+
+    assert stale == 10  # the window the relay closes
+    assert client.get(f"/api/products/{product}/").get_json()["stock"] == 7
