@@ -7,10 +7,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from kombu import Queue
+
 INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
 
 # Values that must never reach production as they are here.
 DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - refused in production
+
+
+OUTBOX_QUEUE = "outbox-relay"
 
 
 class ConfigError(RuntimeError):
@@ -155,6 +160,10 @@ def celery_config(broker_url: str | None, env: dict[str, str] | None = None) -> 
         "task_publish_retry": True,
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         "worker_hijack_root_logger": False,
+        # The outbox relay has its own queue, which every worker also consumes: a backlog of emails
+        # to send does not hold up the run that publishes the next ones.
+        "task_queues": [Queue("celery", routing_key="celery"), Queue(OUTBOX_QUEUE, routing_key=OUTBOX_QUEUE)],
+        "task_routes": {"shop.orders.tasks.relay_outbox": {"queue": OUTBOX_QUEUE, "routing_key": OUTBOX_QUEUE}},
         "beat_schedule": {
             # The outbox relay publishes every order's email (the request never waits on the broker).
             # A run not started within its interval is dropped: a stopped worker does not come back
