@@ -103,7 +103,7 @@ class IdempotencyKey(db.Model):
 
 
 class EmailOutbox(db.Model):
-    """An email owed for an order, written in the order's transaction and sent after commit."""
+    """An email owed for an order, written in the order's transaction; the outbox relay publishes it."""
 
     __tablename__ = "email_outbox"
     __table_args__ = (Index("ix_email_outbox_status_due", "status", "next_attempt_at"),)
@@ -113,6 +113,7 @@ class EmailOutbox(db.Model):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # When the outbox relay publishes it (again) if it is still pending: its commit, then a grace after each publish.
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
