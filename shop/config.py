@@ -110,7 +110,7 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "CACHE_DEFAULT_TIMEOUT": _int(env, "CACHE_TIMEOUT", 300),
         "CACHE_KEY_PREFIX": env.get("CACHE_KEY_PREFIX", "shop:"),
         "CACHE_OPTIONS": {"socket_timeout": 0.25, "socket_connect_timeout": 0.25} if redis_url else {},
-        # The catalog's response cache (shop/core/cache.py); off to measure the database path alone.
+        # The catalog's response cache (shop/products/cache.py); off to measure the database path alone.
         "CATALOG_CACHE": _bool(env.get("CATALOG_CACHE"), True),
         "RATELIMIT_ENABLED": _bool(env.get("RATELIMIT_ENABLED"), True),
         "RATELIMIT_ANON": env.get("RATELIMIT_ANON", "300/minute"),

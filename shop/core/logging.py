@@ -89,7 +89,7 @@ def _user_id() -> str | None:
 def _finish_request(response: Response) -> Response:
     environ = request.environ
     request_id = environ.get(_REQUEST_ID) or request_id_from(None)
-    response.headers[REQUEST_ID_HEADER] = request_id
+    response.headers.add(REQUEST_ID_HEADER, request_id)  # nothing else writes it (a set would scan the list)
     if not access_log.isEnabledFor(logging.INFO):
         return response
     started = environ.get(_STARTED)

@@ -84,11 +84,13 @@ def is_user_dependent(blueprint: str | None, method: str, has_token: bool) -> bo
 def add_security_headers(response: Response) -> Response:
     """nosniff, no referrer, no framing, a CSP, and no caching of anything that depends on the user."""
     headers = response.headers
+    present = {name.lower() for name, _ in headers}  # one pass over the headers (each look-up is a scan)
     for name, value in STATIC_HEADERS.items():
-        headers.setdefault(name, value)
-    if "Content-Security-Policy" not in headers:
+        if name.lower() not in present:
+            headers.add(name, value)
+    if "content-security-policy" not in present:
         is_page = request.blueprint == DOCS_BLUEPRINT and response.mimetype == "text/html"
-        headers["Content-Security-Policy"] = docs_csp(response.get_data()) if is_page else API_CSP
+        headers.add("Content-Security-Policy", docs_csp(response.get_data()) if is_page else API_CSP)
     if is_user_dependent(request.blueprint, request.method, "Authorization" in request.headers):
         headers["Cache-Control"] = "no-store"
     if current_app.config["CORS_ORIGINS"]:

@@ -27,9 +27,12 @@ headers; this one learns both from the increment's script (the same `INCR_WITH_T
 in-memory fallback checks too. Both are public names of `limits` (a strategy subclass overriding
 `hit` and `get_window_stats`, registered in `limits.strategies.STRATEGIES`). flask-limiter checks a
 decorated view inside its decorator, so the `before_request` hook its `init_app` adds (which would
-resolve no limit on every other request) is taken out of `app.before_request_funcs` again, found
-by the object it is bound to; a request filter answers "exempt" for every view without a credential
-limit, should it run anyway.
+resolve no limit on every other request) is taken out of `app.before_request_funcs` again, and its
+header writer and context release (`after_request`, `teardown_request`) run on credential views
+only; its hooks are found by the object they are bound to (all public attributes of Flask's app
+and of `functools.partial`). A request filter answers "exempt" for every view without a
+credential limit, should its check run anyway. Together about 100 Python calls (~35 µs) less on
+every other request.
 
 Why not flask-limiter for the API budget: resolving the limits that apply (exemption scopes,
 blueprint and default limits, a callable limit string parsed again each time), its bookkeeping and
@@ -45,6 +48,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial, wraps
 from hashlib import sha1
 from typing import Any
 
@@ -89,6 +93,7 @@ INCR_WITH_TTL_SHA = sha1(INCR_WITH_TTL.encode()).hexdigest()  # noqa: S324 - Red
 # What the checks of one request learnt, kept on that request only (a Flask `g` can outlive it).
 _MEMO = "shop.ratelimit"
 _WINDOW = "shop.ratelimit.window"
+_CREDENTIAL_VIEW = "shop.ratelimit.credential_view"
 
 
 def _memo() -> dict[str, Any]:
@@ -225,6 +230,8 @@ class RateLimits:
             self.redis = roundtrip.client(app, uri, config.get("RATELIMIT_STORAGE_OPTIONS") or {})
             self.script = self.redis.register_script(INCR_WITH_TTL)
         self.local = MemoryStorage()  # the counters without Redis, or while it is down
+        # Each limit's counter name with a slot for the client's key (flask-limiter's naming).
+        self.names = {item: "LIMITS:" + item.key_for("{}", SCOPE) for item in (self.anonymous, self.user)}
         self.down_until = 0.0
         self.views = app.view_functions
 
@@ -234,6 +241,7 @@ class RateLimits:
         if endpoint is None or request.blueprint in EXEMPT_BLUEPRINTS:
             return
         if _has_own_limit(self.views.get(endpoint), request.method):
+            request.environ[_CREDENTIAL_VIEW] = True  # flask-limiter's decorator checks it
             return
         subject = bearer_subject()
         item = self.user if subject else self.anonymous
@@ -242,7 +250,7 @@ class RateLimits:
             return self._count_locally(item, key, fallback=False)
         if time.monotonic() < self.down_until:
             return self._count_locally(item, key, fallback=True)
-        name = "LIMITS:" + item.key_for(key, SCOPE)
+        name = self.names[item].format(key)
 
         def counted(answer: Any) -> None:
             if isinstance(answer, NoScriptError):  # Redis restarted or its scripts were flushed
@@ -292,6 +300,21 @@ class RateLimits:
         return response
 
 
+def _bound_to_limiter(hook: Any) -> bool:
+    """A hook flask-limiter's init_app registered: a method of the limiter, or a partial taking it first."""
+    if getattr(hook, "__self__", None) is limiter:
+        return True
+    return isinstance(hook, partial) and hook.args[:1] == (limiter,)
+
+
+def _on_credential_views(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    @wraps(hook)
+    def only_there(value: Any) -> Any:
+        return hook(value) if request.environ.get(_CREDENTIAL_VIEW) else value
+
+    return only_there
+
+
 def init_rate_limits(app: Flask) -> None:
     """The API budget's hooks (none when RATELIMIT_ENABLED is off), and flask-limiter for the credential views."""
     limiter.init_app(app)
@@ -299,6 +322,10 @@ def init_rate_limits(app: Flask) -> None:
     # adds would resolve no limit for every other request (about 35 µs each): it is taken out again.
     hooks = app.before_request_funcs.get(None, [])
     hooks[:] = [hook for hook in hooks if getattr(hook, "__self__", None) is not limiter]
+    # Its header writer and context release only matter where it checked a limit: on credential views.
+    for registry in (app.after_request_funcs, app.teardown_request_funcs):
+        hooks = registry.get(None, [])
+        hooks[:] = [_on_credential_views(hook) if _bound_to_limiter(hook) else hook for hook in hooks]
     if not app.config["RATELIMIT_ENABLED"]:
         return
     limits = app.extensions["shop.ratelimits"] = RateLimits(app)

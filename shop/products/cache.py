@@ -183,17 +183,14 @@ def etag_of(pagination: str, body: bytes) -> str:
 
 
 def _not_modified(etag: str) -> bool:
-    return "If-None-Match" in request.headers and request.if_none_match.contains_weak(etag.strip('"'))
+    return "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains_weak(etag.strip('"'))
 
 
 def _answer(etag: str, pagination: str, body: bytes) -> Response:
     if _not_modified(etag):
         return current_app.response_class(status=304, headers={"ETag": etag})
-    response = current_app.response_class(body, mimetype="application/json")
-    response.headers["ETag"] = etag
-    if pagination:
-        response.headers["X-Pagination"] = pagination
-    return response
+    headers = [("ETag", etag), ("X-Pagination", pagination)] if pagination else [("ETag", etag)]
+    return current_app.response_class(body, headers=headers, mimetype="application/json")
 
 
 class RedisCatalog:
