@@ -470,3 +470,314 @@ def test_seeded_products_are_valid_products(app, runner, client):
 
     for product in client.get("/api/products/?page_size=100").get_json():
         assert float(product["price"]) >= 0 and product["stock"] >= 0 and product["category"]["name"]
+
+
+# Per-product versions: orders change a few products' stock; every page that shows them, or whose
+# membership they change, is fresh on the next GET; every other page stays cached.
+
+
+def shelf(app: Flask) -> dict[str, Any]:
+    """Two categories, a product with one unit left, others in stock, a customer's and a staff member's tokens."""
+    with app.app_context():
+        lamps, desks = make_category(name="Lamps"), make_category(name="Desks")
+        last = make_product(lamps, name="Last lamp", price="30.00", stock=1)
+        lamp = make_product(lamps, name="Desk lamp", price="20.00", stock=10)
+        desk = make_product(desks, name="Oak desk", price="300.00", stock=5)
+        make_user(username="alice", email="alice@example.com", password=PASSWORD)
+        make_user(username="boss", email="boss@example.com", password=PASSWORD, is_staff=True)
+        ids = {"lamps": lamps.id, "desks": desks.id, "last": last.id, "lamp": lamp.id, "desk": desk.id}
+    client = app.test_client()
+    for name in ("alice", "boss"):
+        token = client.post("/api/token/", json={"username": name, "password": PASSWORD}).get_json()["access"]
+        ids[name] = bearer(token)
+    return ids
+
+
+def names(client: Any, url: str) -> list[str]:
+    response = client.get(url)
+    assert response.status_code == 200, response.get_json()
+    return [product["name"] for product in response.get_json()]
+
+
+def order(client: Any, buyer: dict[str, str], product_id: int, quantity: int = 1) -> None:
+    placed = client.post(
+        "/api/orders/", json={"items": [{"product_id": product_id, "quantity": quantity}]}, headers=buyer
+    )
+    assert placed.status_code == 201, placed.get_json()
+
+
+FILTERED_PAGES = (
+    "/api/products/",
+    "/api/products/?in_stock=true",
+    "/api/products/?in_stock=false",
+    "/api/products/?category={lamps}",
+    "/api/products/?category={lamps}&in_stock=true",
+    "/api/products/?min_price=25.00",
+    "/api/products/?ordering=-price",
+    "/api/products/?in_stock=true&ordering=-price&page_size=2",
+)
+
+
+def test_an_order_that_sells_out_a_product_is_seen_on_every_page_filters_included(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    pages = [url.format(**ids) for url in FILTERED_PAGES]
+    for url in pages:
+        client.get(url)
+    client.get(f"/api/products/{ids['last']}/")
+    assert "Last lamp" in names(client, "/api/products/?in_stock=true")
+    assert "Last lamp" not in names(client, "/api/products/?in_stock=false")
+
+    order(client, ids["alice"], ids["last"])
+
+    assert "Last lamp" not in names(client, "/api/products/?in_stock=true")
+    assert names(client, "/api/products/?in_stock=false") == ["Last lamp"]
+    assert "Last lamp" not in names(client, f"/api/products/?category={ids['lamps']}&in_stock=true")
+    assert names(client, "/api/products/?in_stock=true&ordering=-price&page_size=2") == ["Oak desk", "Desk lamp"]
+    in_stock = client.get("/api/products/?in_stock=true")
+    assert json.loads(in_stock.headers["X-Pagination"])["total"] == 2
+    for url in ("/api/products/", f"/api/products/?category={ids['lamps']}", "/api/products/?min_price=25.00"):
+        shown = {product["name"]: product["stock"] for product in client.get(url).get_json()}
+        assert shown["Last lamp"] == 0, url
+    assert client.get(f"/api/products/{ids['last']}/").get_json()["stock"] == 0
+
+
+def test_a_restock_brings_a_sold_out_product_back_to_in_stock_pages(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    order(client, ids["alice"], ids["last"])
+    assert "Last lamp" not in names(client, "/api/products/?in_stock=true")
+    assert names(client, "/api/products/?in_stock=false") == ["Last lamp"]
+
+    restocked = client.post(f"/api/products/{ids['last']}/stock/", json={"delta": 3}, headers=ids["boss"])
+
+    assert restocked.status_code == 200 and restocked.get_json()["stock"] == 3
+    assert "Last lamp" in names(client, "/api/products/?in_stock=true")
+    assert names(client, "/api/products/?in_stock=false") == []
+    assert client.get(f"/api/products/{ids['last']}/").get_json()["stock"] == 3
+
+
+def test_a_stock_adjustment_is_seen_on_list_and_detail_pages(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    detail = f"/api/products/{ids['lamp']}/"
+    for url in ("/api/products/", f"/api/products/?category={ids['lamps']}", detail):
+        client.get(url)
+
+    assert client.post(f"{detail}stock/", json={"delta": -4}, headers=ids["boss"]).status_code == 200
+
+    assert client.get(detail).get_json()["stock"] == 6
+    for url in ("/api/products/", f"/api/products/?category={ids['lamps']}"):
+        shown = {product["name"]: product["stock"] for product in client.get(url).get_json()}
+        assert shown["Desk lamp"] == 6, url
+
+
+def test_a_staff_edit_is_seen_on_filtered_and_ordered_pages(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    for url in ("/api/products/?min_price=25.00", "/api/products/?ordering=price", f"/api/products/{ids['lamp']}/"):
+        client.get(url)
+
+    changed = client.patch(f"/api/products/{ids['lamp']}/", json={"price": "50.00"}, headers=ids["boss"])
+
+    assert changed.status_code == 200
+    assert names(client, "/api/products/?min_price=25.00") == ["Last lamp", "Desk lamp", "Oak desk"]
+    assert names(client, "/api/products/?ordering=price") == ["Last lamp", "Desk lamp", "Oak desk"]
+    assert client.get(f"/api/products/{ids['lamp']}/").get_json()["price"] == "50.00"
+
+
+def test_an_order_leaves_cached_every_page_that_does_not_show_its_products(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    untouched = [
+        f"/api/products/?category={ids['desks']}",
+        f"/api/products/?category={ids['desks']}&in_stock=true",
+        "/api/products/?min_price=250.00",
+        f"/api/products/{ids['desk']}/",
+        "/api/categories/",
+        f"/api/categories/{ids['lamps']}/",
+    ]
+    touched = ["/api/products/", f"/api/products/{ids['lamp']}/"]
+    for url in untouched + touched:
+        client.get(url)
+
+    order(client, ids["alice"], ids["lamp"], 2)  # 10 → 8: no page's membership changes
+
+    before = hits(), misses()
+    for url in untouched:
+        assert client.get(url).status_code == 200
+    assert (hits(), misses()) == (before[0] + len(untouched), before[1])
+    assert client.get(touched[0]).get_json()[1]["stock"] == 8
+    assert client.get(touched[1]).get_json()["stock"] == 8
+    assert misses() == before[1] + 2
+
+
+def test_a_sell_out_makes_only_pages_filtered_by_stock_and_pages_showing_it_miss(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    stock_filtered = f"/api/products/?category={ids['desks']}&in_stock=true"
+    unfiltered = f"/api/products/?category={ids['desks']}"
+    for url in (stock_filtered, unfiltered):
+        client.get(url)
+
+    order(client, ids["alice"], ids["last"])  # 1 → 0: the in-stock set changed
+
+    before = misses("list")
+    assert names(client, unfiltered) == ["Oak desk"]
+    assert misses("list") == before
+    assert names(client, stock_filtered) == ["Oak desk"]
+    assert misses("list") == before + 1  # it cannot know whether the product was among its matches
+
+
+def test_a_reader_racing_a_write_never_stores_an_entry_that_is_served(cached):
+    """Deterministic: the reader reads the state, a write commits and bumps, then the reader stores its old page."""
+    from shop.products.cache import Entry, _key, catalog, etag_of, stock_changed
+
+    client = cached.test_client()
+    ids = shelf(cached)
+    url = f"/api/products/?category={ids['desks']}"
+    old_page = client.get(url)
+    with cached.test_request_context(url):
+        from flask import request as reader_request
+
+        key = _key("products", {}, list(reader_request.args))
+        store = catalog()
+        served, state = store.lookup(key)  # what a reader does first: a miss would record this state
+        assert state is not None or served is not None
+        if state is None:  # the page was cached: look up a key of our own under the same state
+            key += "&racing"
+            served, state = store.lookup(key)
+        body = old_page.get_data()
+        pagination = old_page.headers["X-Pagination"]
+
+        with cached.app_context():  # the writer, between the reader's state read and its store
+            db.session.execute(update(Product).where(Product.id == ids["desk"]).values(stock=4))
+            db.session.commit()
+            stock_changed({ids["desk"]: (5, 4)})
+
+        store.store(key, Entry(state, False, [ids["desk"]], etag_of(pagination, body), pagination, body))
+        again, _ = store.lookup(key)
+
+    assert again is None  # the entry recorded a state older than the write's bump: never served
+    assert client.get(url).get_json()[0]["stock"] == 4
+
+
+def test_a_global_write_racing_a_reader_is_not_served_stale_either(cached):
+    from shop.products.cache import Entry, catalog, catalog_changed, etag_of
+
+    client = cached.test_client()
+    ids = shelf(cached)
+    url = f"/api/products/{ids['desk']}/"
+    old = client.get(url)
+    with cached.test_request_context(url):
+        store = catalog()
+        _, state = store.lookup("catalog:product:racing")
+        assert state is not None
+        with cached.app_context():
+            db.session.execute(update(Product).where(Product.id == ids["desk"]).values(name="Walnut desk"))
+            db.session.commit()
+            catalog_changed()
+        body, etag = old.get_data(), old.headers["ETag"]
+        store.store("catalog:product:racing", Entry(state, False, [ids["desk"]], etag, "", body))
+        again, _ = store.lookup("catalog:product:racing")
+
+    assert again is None and etag == etag_of("", body)
+    assert client.get(url).get_json()["name"] == "Walnut desk"
+
+
+def redis_of(app: Flask) -> redis.Redis:
+    return redis.Redis.from_url(app.config["CACHE_REDIS_URL"])
+
+
+def test_entries_outliving_their_state_are_never_served(app):
+    """The state hash deleted or evicted (or Redis restarted with entries restored) while entries survive."""
+    url = need_service("REDIS_URL", os.environ.get("REDIS_URL"))
+    with running(cache_app(url)) as served:
+        client = served.test_client()
+        _, product_id, _ = arrange(served)
+        assert client.get("/api/products/").get_json()[0]["stock"] == 10
+        assert client.get(f"/api/products/{product_id}/").get_json()["stock"] == 10
+        change_behind_the_apps_back(served, product_id, stock=3)
+        before = hits()
+        assert client.get("/api/products/").get_json()[0]["stock"] == 10  # still cached, as designed
+        assert hits() == before + 1
+
+        prefix = served.config["CACHE_KEY_PREFIX"]
+        store = redis_of(served)
+        assert store.delete(prefix + "catalog:state") == 1
+        assert store.exists(prefix + "catalog:products")  # the entries survive
+
+        assert client.get("/api/products/").get_json()[0]["stock"] == 3
+        assert client.get(f"/api/products/{product_id}/").get_json()["stock"] == 3
+        before = hits()
+        assert client.get("/api/products/").get_json()[0]["stock"] == 3
+        assert hits() == before + 1  # cached again, under the new epoch
+
+
+def test_a_redis_restarted_empty_serves_fresh_pages_and_caches_again(private_redis, app):
+    with running(cache_app(private_redis.url(), CATALOG_CACHE_RETRY_SECONDS=0)) as served:
+        client = served.test_client()
+        _, product_id, staff = arrange(served)
+        assert client.get("/api/products/").get_json()[0]["stock"] == 10
+
+        private_redis.stop()
+        private_redis.start()  # empty: no state, no entries, no scripts
+        assert client.patch(f"/api/products/{product_id}/", json={"stock": 7}, headers=staff).status_code == 200
+
+        assert client.get("/api/products/").get_json()[0]["stock"] == 7
+        before = hits()
+        assert client.get("/api/products/").get_json()[0]["stock"] == 7
+        assert hits() == before + 1
+
+
+def test_stock_changes_owed_while_redis_was_away_are_paid_before_the_next_read(own_redis):
+    from shop.products.cache import stock_changed
+
+    with running(cache_app(own_redis.url, CATALOG_CACHE_RETRY_SECONDS=0)) as served:
+        client = served.test_client()
+        _, product_id, _ = arrange(served)
+        assert client.get("/api/products/").get_json()[0]["stock"] == 10
+
+        own_redis.command("REPLICAOF", "127.0.0.1", str(free_port()))  # refuses writes, keeps data
+        try:
+            change_behind_the_apps_back(served, product_id, stock=2)
+            with served.app_context():
+                stock_changed({product_id: (10, 2)})  # could not reach Redis: owed
+        finally:
+            own_redis.command("REPLICAOF", "NO", "ONE")
+
+        assert client.get("/api/products/").get_json()[0]["stock"] == 2
+
+
+def test_the_relay_touching_products_again_makes_their_pages_fresh(cached):
+    from shop.products.cache import products_touched
+
+    client = cached.test_client()
+    ids = shelf(cached)
+    client.get("/api/products/?in_stock=true")
+    client.get(f"/api/products/{ids['last']}/")
+    # A process committed an order, then died before telling the cache.
+    change_behind_the_apps_back(cached, ids["last"], stock=0)
+    assert "Last lamp" in names(client, "/api/products/?in_stock=true")
+
+    with cached.app_context():
+        products_touched([ids["last"]])
+
+    assert "Last lamp" not in names(client, "/api/products/?in_stock=true")
+    assert client.get(f"/api/products/{ids['last']}/").get_json()["stock"] == 0
+
+
+def test_hits_and_misses_are_counted_by_kind(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    urls = {
+        "list": "/api/products/",
+        "detail": f"/api/products/{ids['lamp']}/",
+        "categories": "/api/categories/",
+        "category": f"/api/categories/{ids['lamps']}/",
+    }
+    for kind, url in urls.items():
+        before = hits(kind), misses(kind)
+        client.get(url)
+        client.get(url)
+        assert (hits(kind), misses(kind)) == (before[0] + 1, before[1] + 1), kind

@@ -283,3 +283,47 @@ def test_the_user_limit_is_shared_by_every_app_instance_through_redis(limited_ap
 
     assert second.get("/api/users/me/", headers=token).status_code == 200
     _assert_limited(second.get("/api/users/me/", headers=token), 2)
+
+
+# The API budget (shop.infra.ratelimit.RateLimits): one counter per client in Redis, its script in
+# the request's round trip; in-process counters while Redis is away.
+
+
+def test_the_api_budget_in_redis_answers_429_in_the_common_body(limited_app, private_redis):
+    client = _redis_limited_app(limited_app, private_redis, RATELIMIT_ANON="2/minute").test_client()
+
+    statuses = [client.get("/api/categories/", **_from("192.0.2.60")).status_code for _ in range(2)]
+    refused = client.get("/api/products/", **_from("192.0.2.60"))
+
+    assert statuses == [200, 200]
+    _assert_limited(refused, 2)
+    store = private_redis.client(4)
+    (key,) = [key.decode() for key in store.scan_iter(match="LIMITS:*192.0.2.60*")]
+    assert key == "LIMITS:LIMITER/ip:192.0.2.60/api/2/1/minute" and 0 < store.pttl(key) <= 60_000
+
+
+def test_the_api_budget_falls_back_to_in_process_counters_while_redis_is_down(limited_app, private_redis):
+    app = _redis_limited_app(limited_app, private_redis, RATELIMIT_ANON="3/minute", RATELIMIT_RETRY_SECONDS=0)
+    client = app.test_client()
+    assert client.get("/api/categories/", **_from("192.0.2.70")).status_code == 200
+    fallbacks = _metric("shop_rate_limit_fallbacks_total")
+
+    private_redis.stop()
+    during_outage = [client.get("/api/categories/", **_from("192.0.2.71")).status_code for _ in range(4)]
+
+    assert during_outage == [200, 200, 200, 429]  # served without Redis, and still limited
+    assert _metric("shop_rate_limit_fallbacks_total") == fallbacks + 4
+
+    private_redis.start()
+    assert client.get("/api/categories/", **_from("192.0.2.72")).status_code == 200
+    assert list(private_redis.client(4).scan_iter(match="LIMITS:*192.0.2.72*"))  # counted in Redis again
+    assert _metric("shop_rate_limit_fallbacks_total") == fallbacks + 4
+
+
+def test_an_error_answered_before_any_view_still_counts_and_carries_the_headers(limited_app, private_redis):
+    client = _redis_limited_app(limited_app, private_redis, RATELIMIT_ANON="5/minute").test_client()
+    # Refused before the view runs (the body is not JSON): the deferred increment is sent anyway.
+    bad = client.post("/api/orders/", data="not json", content_type="text/plain", **_from("192.0.2.80"))
+
+    assert bad.status_code == 400 and bad.headers["X-RateLimit-Remaining"] == "4"
+    assert client.get("/api/categories/", **_from("192.0.2.80")).headers["X-RateLimit-Remaining"] == "3"
