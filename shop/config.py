@@ -38,6 +38,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not value > 0:
+        raise ConfigError(f"{name} must be more than 0 seconds, got {raw!r}")
+    return value
+
+
 def normalize_database_url(url: str) -> str:
     """`postgres://` and `postgresql://` mean PostgreSQL through psycopg2, the driver the shop ships."""
     for prefix in ("postgres://", "postgresql://"):
@@ -144,7 +157,7 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
 def celery_config(broker_url: str | None, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Celery settings: at-least-once delivery that never hangs a request when the broker is down."""
     env = dict(os.environ if env is None else env)
-    relay_seconds = _int(env, "OUTBOX_RELAY_SECONDS", 1)
+    relay_seconds = _seconds(env, "OUTBOX_RELAY_SECONDS", 1.0)  # fractions allowed: 0.2 for fresher emails
     return {
         "broker_url": broker_url,
         # With no broker, tasks run in-process right after the order commits.
@@ -170,8 +183,8 @@ def celery_config(broker_url: str | None, env: dict[str, str] | None = None) -> 
             # to a queue of relay runs.
             "relay-email-outbox": {
                 "task": "shop.orders.tasks.relay_outbox",
-                "schedule": float(relay_seconds),
-                "options": {"expires": float(max(relay_seconds, 1))},
+                "schedule": relay_seconds,
+                "options": {"expires": max(relay_seconds, 1.0)},
             },
             "purge-expired-keys-and-tokens": {"task": "shop.orders.tasks.purge_expired", "schedule": 3600.0},
         },

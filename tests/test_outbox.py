@@ -11,7 +11,7 @@ from flask_jwt_extended import create_access_token
 from sqlalchemy import select
 
 from shop import create_app
-from shop.config import celery_config
+from shop.config import ConfigError, celery_config
 from shop.core.time import utcnow
 from shop.extensions import db
 from shop.orders import emails
@@ -151,3 +151,16 @@ def test_the_relay_refreshes_the_catalog_for_an_order_whose_process_died_before_
 
     assert stale == 10  # the window the relay closes
     assert client.get(f"/api/products/{product}/").get_json()["stock"] == 7
+
+
+@pytest.mark.parametrize(("value", "every"), [("", 1.0), ("0.2", 0.2), ("3", 3.0)])
+def test_beat_runs_the_relay_every_outbox_relay_seconds(value, every):
+    schedule = celery_config("amqp://", {"OUTBOX_RELAY_SECONDS": value})["beat_schedule"]["relay-email-outbox"]
+
+    assert schedule["task"] == "shop.orders.tasks.relay_outbox" and schedule["schedule"] == every
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_an_outbox_relay_period_that_is_not_a_positive_number_is_refused(value):
+    with pytest.raises(ConfigError, match="OUTBOX_RELAY_SECONDS"):
+        celery_config("amqp://", {"OUTBOX_RELAY_SECONDS": value})
