@@ -13,9 +13,11 @@ give each connection its own token).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import signal
 import ssl
@@ -24,12 +26,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-BUYERS = 200
-ATTEMPTS = 2000
-HOT_STOCK = 100
+from bench.common import ATTEMPTS, BENCH, BUYERS, CATEGORIES, HOT, HOT_STOCK, SPREAD, load_average, log
+from bench.measure import parse_wrk, run_pgbench
+from bench.services import Postgres
+from bench.stack import Stack
+
 TIMEOUT_S = 30.0
 
 
@@ -207,3 +212,82 @@ class Beside:
             self.process.kill()
             output, _ = self.process.communicate()
         return output
+
+
+# The two runs, the ceiling, the count
+
+
+def run_sale(
+    stack: Stack,
+    tools: dict[str, str],
+    pg: Postgres,
+    buyers: list[tuple[int, str]],
+    args: argparse.Namespace,
+    work: Path,
+) -> dict[str, Any]:
+    """bench/flash_sale.py's two runs (spread, then hot) and the single-row pgbench ceiling, all three
+    beside the same ordinary shoppers; the hot product's sales counted in the database."""
+    tokens = [token for _, token in buyers]
+    beside_connections, think_ms = 200, 1000
+    command = [tools["wrk"], "-t2", f"-c{beside_connections}", "-d600s", "--latency", "--timeout=30s"]
+    command += ["-s", str(BENCH / "mix.lua"), stack.nginx_warm]
+    env = {
+        **os.environ,
+        "TOKENS": ",".join(tokens[:20]),
+        "PRODUCTS": str(SPREAD),
+        "CATEGORIES": str(CATEGORIES),
+        "THINK_MS": str(think_ms),
+        "RAMP_MS": str(think_ms),
+        "CONNECTIONS": str(beside_connections),
+        "THREADS": "2",
+    }
+    load = load_average()
+    log(
+        f"flash sale: {BUYERS} buyers, {ATTEMPTS:,} attempts, beside "
+        f"{beside_connections} ordinary shoppers (load {load:.1f})"
+    )
+    beside = Beside(command, env)
+    try:
+        time.sleep(think_ms / 1000 + 0.5)  # every ordinary shopper arrived
+        spread = sale(stack.nginx_warm, tokens, spread_over(1, SPREAD), f"spread-{os.getpid()}")
+        log(f"  spread over {SPREAD:,} products: {spread.summary()}")
+        hot = sale(stack.nginx_warm, tokens, lambda _: HOT, f"hot-{os.getpid()}")
+        log(f"  one product, {HOT_STOCK} units: {hot.summary()}")
+        # The order's SQL as it is (two lines) on products 1 and 2 only: every transaction queues for the
+        # same rows, as every order of the sale does for its one.
+        one_row = run_pgbench(tools, pg, buyers[0][0], max(args.seconds, 3), work, products=2)
+        log(f"  pgbench on one row: {one_row['rps']:,.0f}/s")
+    finally:
+        output = beside.stop()
+    ordinary = parse_wrk(output)
+    sold_sql = "SELECT coalesce(sum(order_items.quantity), 0) FROM order_items JOIN orders ON orders.id = "
+    sold_sql += f"order_items.order_id WHERE order_items.product_id = {HOT} AND orders.status <> 'cancelled'"
+    sold = int(pg.sql(sold_sql))
+    stock_left = int(pg.sql(f"SELECT stock FROM products WHERE id = {HOT}"))  # noqa: S608
+    result = {
+        "buyers": BUYERS,
+        "attempts": ATTEMPTS,
+        "hot_stock": HOT_STOCK,
+        "spread_products": SPREAD,
+        "load": load,
+        "spread": spread.summary(),
+        "hot": hot.summary(),
+        "sold_db": sold,
+        "stock_left": stock_left,
+        "hot_orders_per_second": hot.orders_per_second(sold=HOT_STOCK),
+        "spread_orders_per_second": spread.orders_per_second(),
+        "pgbench_one_row": one_row,
+        "beside": {
+            "connections": beside_connections,
+            "offered_rps": round(beside_connections * 1000 / think_ms),
+            "rps": ordinary["rps"],
+            "requests": int(ordinary["requests"]),
+            "p99_ms": ordinary["p99_ms"],
+            "failed": int(ordinary["non_2xx"] + ordinary["socket_errors"]),
+        },
+    }
+    log(
+        f"flash sale: sold {sold} (stock left {stock_left}); hot {result['hot_orders_per_second']:,.0f} orders/s, "
+        f"spread {result['spread_orders_per_second']:,.0f}/s, one row (pgbench) {one_row['rps']:,.0f}/s"
+    )
+    return result

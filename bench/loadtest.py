@@ -26,21 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import (  # noqa: E402
-    RAISED_LIMIT,
-    VENV_BIN,
-    Postgres,
-    broker,
-    delete_keys,
-    ensure_tools,
-    log,
-    prepare_database,
-    raise_open_files,
-    redis_db,
-    render_nginx,
-    shop_env,
-    workers,
-)
+from bench.common import RAISED_LIMIT, VENV_BIN, ensure_tools, log, raise_open_files  # noqa: E402
+from bench.services import Postgres, broker, delete_keys, prepare_database, redis_db, shop_env  # noqa: E402
+from bench.stack import render_nginx, workers  # noqa: E402
 from tests.ops_processes import free_port, gunicorn_env, start_gunicorn, start_nginx  # noqa: E402
 
 REPORTS = ROOT / "reports" / "loadtest"
