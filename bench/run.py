@@ -132,8 +132,8 @@ def write_report(
             "",
             "![each scenario as a share of its ceiling](performance.png)",
             "",
-            f"Nginx keeps a catalog page {MICRO_CACHE_SECONDS} s; the micro-cache scenarios start after their "
-            "pages' copies have expired, so each run includes refreshing them.",
+            f"Nginx keeps a catalog page {MICRO_CACHE_SECONDS} s; every product page has its copy before the "
+            "micro-cache runs, which start after the copies expired: each run includes refreshing every page once.",
             "",
             "### Flash sale: one hot product",
             "",

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+import urllib3
 
 from bench.common import DETAIL_IDS, VENV_BIN, _wait, log
 from bench.services import Postgres
@@ -165,3 +167,11 @@ def prime_caches(stack: Stack) -> None:
         for path in ["/api/products/", *(f"/api/products/{n}/" for n in range(1, DETAIL_IDS + 1))]:
             # A shared PostgreSQL may be restarting (503 meanwhile): wait for it, a bounded while.
             _wait(lambda path=path: session.get(f"{stack.warm}{path}", timeout=10).status_code == 200, 60, path)
+
+
+def fetch_once(urls: tuple[str, ...]) -> None:
+    """GET each URL once (the run's own self-signed certificate on loopback is not checked)."""
+    with requests.Session() as session, warnings.catch_warnings():
+        warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+        for url in urls:  # verify= per request: a CA bundle in the environment would override the session's
+            session.get(url, timeout=10, verify=False).raise_for_status()
