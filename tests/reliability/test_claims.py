@@ -2,13 +2,13 @@
 
 A key is claimed inside the order's own transaction, so a request that dies (its worker killed,
 the database gone) takes its claim with it: its client's retry places the order, once, at once.
-A repeat sent while the first request runs waits for it and replays its answer.
+A repeat sent while the first request runs answers 409 at once, without waiting for it; once the
+first has committed, a repeat replays its answer.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -45,23 +45,34 @@ def _in_thread(call: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, result
 
 
-def _waiting_on(app, holder: Any) -> bool:
-    """Whether some connection waits on a lock held by `holder`'s transaction."""
-    pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-    with app.app_context(), db.engine.connect() as probe:
-        return bool(
-            probe.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))", {"pid": pid}
-            ).scalar()
-        )
+def _claim(connection: Any, user_id: int, key: str, lines) -> int:
+    """A request's claim of `key`, in `connection`'s open transaction, as the order's first statement."""
+    claimed = idempotency.claim(connection, user_id, key, idempotency.fingerprint(lines), utcnow())
+    assert isinstance(claimed, int)
+    return claimed
 
 
-def _wait_for(condition: Any) -> None:
-    for _ in range(300):
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("the repeat never waited on the key")
+def _patient() -> Any:
+    """The shop with no statement timeout: a repeat that waited on the first request's row would wait for good."""
+    return create_app(app_config(SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": "-c statement_timeout=0"}}))
+
+
+def _answered_while_held(shop: Any, headers: dict[str, str], key: str, lines) -> Any:
+    """A repeat's answer, given while the caller still holds the first request's transaction open."""
+    thread, result = _in_thread(lambda: _post(shop.test_client(), headers, key, lines))
+    thread.join(30)
+    with shop.app_context():
+        db.engine.dispose()
+    assert "response" in result, "the repeat waited for the first request instead of answering"
+    return result["response"]
+
+
+def _assert_in_flight(response: Any) -> None:
+    """409 in the common error body: the first request is still being processed."""
+    assert response.status_code == 409, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["code"] == 409 and body["status"] == "Conflict" and body["message"] == idempotency.IN_FLIGHT
+    assert "Idempotent-Replayed" not in response.headers
 
 
 def test_the_retry_of_a_request_that_died_places_the_order_once(app, client, user, user_headers, lines):
@@ -82,49 +93,48 @@ def test_the_retry_of_a_request_that_died_places_the_order_once(app, client, use
     assert _orders(app) == 1
 
 
-def test_a_retry_sent_while_the_dying_request_still_holds_the_key_places_the_order_when_it_dies(
+def test_a_retry_sent_while_the_dying_request_still_holds_the_key_is_409_then_places_the_order_when_it_dies(
     app, user, user_headers, lines
 ):
     if not is_postgres(app):
-        pytest.skip("a second request waits on the first one's transaction where several run at once")
+        pytest.skip("SQLite has one writer at a time: a retry waits for the held transaction instead")
     with app.app_context():
         dying = db.engine.connect()
         dying.begin()
-        idempotency.claim(dying, user.id, "killed", idempotency.fingerprint(lines), utcnow())
-        thread, result = _in_thread(lambda: _post(app.test_client(), user_headers, "killed", lines))
+        _claim(dying, user.id, "killed", lines)
         try:
-            _wait_for(lambda: _waiting_on(app, dying))
+            early = _answered_while_held(_patient(), user_headers, "killed", lines)
         finally:
             dying.close()  # the worker is killed: its connection drops, its transaction rolls back
-    thread.join(60)
 
-    retried = result["response"]
+    _assert_in_flight(early)
+    retried = _post(app.test_client(), user_headers, "killed", lines)
     assert retried.status_code == 201, retried.get_json()
     assert "Idempotent-Replayed" not in retried.headers
     assert _orders(app) == 1
 
 
-def test_a_repeat_sent_while_the_first_request_runs_replays_its_answer(app, user, user_headers, lines):
+def test_a_repeat_sent_while_the_first_request_runs_is_409_at_once_then_replays_its_answer(
+    app, user, user_headers, lines
+):
     if not is_postgres(app):
-        pytest.skip("a second request waits on the first one's transaction where several run at once")
+        pytest.skip("SQLite has one writer at a time: a repeat waits for the held transaction instead")
     with app.app_context():
         running = db.engine.connect()
         running.begin()
-        key_id = idempotency.claim(running, user.id, "twice", idempotency.fingerprint(lines), utcnow())
-        assert isinstance(key_id, int)
-        thread, result = _in_thread(lambda: _post(app.test_client(), user_headers, "twice", lines))
+        key_id = _claim(running, user.id, "twice", lines)
         try:
-            _wait_for(lambda: _waiting_on(app, running))
+            repeat = _answered_while_held(_patient(), user_headers, "twice", lines)
             idempotency.record(running, key_id, 201, b'{"id": 7}')
             running.commit()
         finally:
             running.close()
-    thread.join(60)
 
-    repeat = result["response"]
-    assert repeat.status_code == 201 and repeat.headers["Idempotent-Replayed"] == "true"
-    assert repeat.get_data() == b'{"id": 7}'
-    assert _orders(app) == 0  # the repeat placed nothing of its own
+    _assert_in_flight(repeat)
+    after = _post(app.test_client(), user_headers, "twice", lines)
+    assert after.status_code == 201 and after.headers["Idempotent-Replayed"] == "true"
+    assert after.get_data() == b'{"id": 7}'
+    assert _orders(app) == 0  # neither repeat placed anything of its own
 
 
 def test_a_claim_left_unanswered_by_an_earlier_version_is_taken_over(app, client, user, user_headers, lines):
@@ -145,22 +155,28 @@ def test_a_claim_left_unanswered_by_an_earlier_version_is_taken_over(app, client
     assert _orders(app) == 1
 
 
-def test_a_repeat_that_waits_past_the_statement_timeout_is_told_the_first_is_in_flight(app, user, user_headers, lines):
+def test_a_repeat_held_up_by_an_earlier_versions_claim_is_told_the_first_is_in_flight(app, user, user_headers, lines):
     if not is_postgres(app):
         pytest.skip("the statement timeout is PostgreSQL's")
     impatient = create_app(
         app_config(SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": "-c statement_timeout=300"}})
     )
     with app.app_context():
+        # An earlier version, still running during a deploy, holds a claim without the advisory lock:
+        # the repeat's claim waits on its row, up to the statement timeout.
         running = db.engine.connect()
         running.begin()
-        idempotency.claim(running, user.id, "slow", idempotency.fingerprint(lines), utcnow())
+        running.execute(
+            insert(IdempotencyKey).values(
+                user_id=user.id, key="slow", request_hash=idempotency.fingerprint(lines), created_at=utcnow()
+            )
+        )
         try:
             repeat = _post(impatient.test_client(), user_headers, "slow", lines)
         finally:
             running.close()
 
-    assert repeat.status_code == 409 and "still being processed" in repeat.get_json()["message"]
+    _assert_in_flight(repeat)
     assert _orders(app) == 0
     with impatient.app_context():
         db.engine.dispose()
