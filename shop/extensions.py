@@ -9,7 +9,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-from shop.core.api import ShopApi
+from shop.infra.api import ShopApi
 from shop.infra.jwt import OnceJWTManager
 from shop.infra.ratelimit import RateLimitedResponses, limiter
 

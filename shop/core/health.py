@@ -7,9 +7,9 @@ from typing import Any
 from flask import Response, current_app
 from sqlalchemy import text
 
-from shop.core.api import Blueprint
 from shop.core.errors import error_response
 from shop.extensions import db
+from shop.infra.api import Blueprint
 
 blp = Blueprint("health", __name__, description="Operations: health and readiness")
 

@@ -9,9 +9,9 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user
 from flask_smorest import abort
 
-from shop.core.api import Blueprint
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE, page_of
+from shop.infra.api import Blueprint
 from shop.orders import emails, services
 from shop.orders.models import Order
 from shop.orders.schemas import (

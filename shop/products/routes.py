@@ -13,9 +13,9 @@ import orjson
 from flask import Response
 from flask.views import MethodView
 
-from shop.core.api import Blueprint
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE
+from shop.infra.api import Blueprint
 from shop.products import services
 from shop.products.cache import cached_response
 from shop.products.models import Category, Product

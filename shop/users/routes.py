@@ -8,9 +8,9 @@ from flask.views import MethodView
 from flask_jwt_extended import current_user, get_jwt, verify_jwt_in_request
 from sqlalchemy import select
 
-from shop.core.api import Blueprint
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE, page_of
+from shop.infra.api import Blueprint
 from shop.infra.ratelimit import credential_limit, rate_limit_key
 from shop.users import services, tokens
 from shop.users.models import User
