@@ -265,7 +265,10 @@ def done_when_section(rows: list[Row], mix: dict[str, Any] | None, sale: dict[st
         figure += f"; {_cpu(row)} ms worker CPU a request)" if row.cpu_ms is not None else ")"
         if row.errors:
             figure += f", {row.errors} errors"
-        lines.append(f"| {row.name}: {_target_text(row)} of {row.ceiling} | {figure} | {verdict(row.holds)} |")
+        target = f"≥ {row.target:.0%} of {row.ceiling}"
+        if row.cpu_limit_ms is not None:
+            target += f", ≤ {row.cpu_limit_ms:g} ms of worker CPU a request"
+        lines.append(f"| {row.name}: {target} | {figure} | {verdict(row.holds)} |")
     if mix:
         for name, value, target, ok in mix_checks(mix):
             lines.append(f"| the mix, {name}: {target} | {value} | {verdict(ok)} |")
