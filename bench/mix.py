@@ -148,6 +148,8 @@ def run_mix(
         - sum(count for key, count in statuses.items() if key.endswith(" 409")),
         "app_cache": app_cache,
         "app_cache_hit_ratio": app_cache["hit"] / lookups if lookups else None,
+        # Each page's first read in the run is a miss unless an earlier scenario read it: how many there were.
+        "distinct_pages": len({line.get("uri") for line in lines if line.get("method") == "GET"}),
         "load": load,
         "statuses": dict(statuses),
         "cache": dict(cache),
