@@ -53,6 +53,7 @@ proc_name = "shop"
 # Logs: JSON lines on stdout. The app writes one access line per request itself (with the request
 # id and the user id, which gunicorn does not know), so gunicorn's own access log stays off.
 accesslog = None
+logger_class = "shop.infra.gunicorn.AppLogsAccess"  # gunicorn would build each access line for nothing
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 logconfig_dict: dict[str, Any] = {
