@@ -256,10 +256,12 @@ class RedisCatalog:
             self._failed("invalidation", exc)
 
     def bump_products(self, ids: Sequence[int], crossed: bool) -> None:
-        if self._owed_bump or time.monotonic() < self._down_until:
+        if time.monotonic() < self._down_until:
             self._owed_bump = True  # paid as a global bump, which covers these products too
             return
         try:
+            if self._owed_bump:  # a process that never reads (a worker running the relay) pays here
+                self._pay_owed_bump()
             self.bump_script(keys=[self.state_key], args=["1" if crossed else "0", *ids])
         except roundtrip.UNAVAILABLE as exc:
             self._owed_bump = True
