@@ -56,6 +56,11 @@ def configure_json_logging(level: int | str = logging.INFO) -> None:
     """Send every logger's lines to stdout as JSON, unless something (pytest, a host) already handles them."""
     # Alembic announces each of its plugins at INFO whenever the app is built: noise in every worker.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # No line shows the thread or process names: don't look them up for every record (logging's
+    # documented switches; the pid is written where it matters, on the access line).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     if root.handlers:
         return
@@ -108,9 +113,7 @@ def _finish_request(response: Response) -> Response:
     }
     # makeRecord and handle: what `info` does, without looking up the caller's frame for every request.
     access_log.handle(
-        access_log.makeRecord(
-            access_log.name, logging.INFO, __file__, 0, "%s %s %s", (method, path, status), None, extra=fields
-        )
+        access_log.makeRecord(access_log.name, logging.INFO, "", 0, "%s %s %s", (method, path, status), None, fields)
     )
     return response
 

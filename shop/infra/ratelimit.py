@@ -124,7 +124,7 @@ def client_ip() -> str:
 
 def bearer_subject() -> str | None:
     """The user id in a valid access token (signature and expiry checked), or None; the view still checks it fully."""
-    header = request.headers.get("Authorization")
+    header = request.environ.get("HTTP_AUTHORIZATION")
     if not header or not header.startswith("Bearer "):
         return None
     memo = _memo()
