@@ -113,7 +113,9 @@ def _finish_request(response: Response) -> Response:
     }
     # makeRecord and handle: what `info` does, without looking up the caller's frame for every request.
     access_log.handle(
-        access_log.makeRecord(access_log.name, logging.INFO, "", 0, "%s %s %s", (method, path, status), None, fields)
+        access_log.makeRecord(
+            access_log.name, logging.INFO, "", 0, "%s %s %s", (method, path, status), None, extra=fields
+        )
     )
     return response
 
