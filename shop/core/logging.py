@@ -84,6 +84,8 @@ def _start_request() -> None:
 
 def _user_id() -> str | None:
     """The user of a verified access token, when the view checked one."""
+    if "HTTP_AUTHORIZATION" not in request.environ:
+        return None  # no token sent: none verified (spares raising and catching for every anonymous request)
     try:
         claims = get_jwt()
     except RuntimeError:  # no token was verified for this request
