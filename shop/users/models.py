@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
+from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import Boolean, Index, String, func
@@ -49,6 +50,20 @@ class User(db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.username}>"
+
+
+class Account(NamedTuple):
+    """The signed-in user as a request sees it (`current_user`): the profile, never the password hash."""
+
+    id: int
+    username: str
+    email: str
+    first_name: str
+    last_name: str
+    phone_number: str | None
+    is_staff: bool
+    is_active: bool
+    date_joined: datetime
 
 
 # Email is unique whatever its case; the database enforces it, so concurrent sign-ups cannot both win.

@@ -13,7 +13,7 @@ from shop.core.pagination import PAGINATE, page_of
 from shop.infra.api import Blueprint
 from shop.infra.ratelimit import credential_limit, rate_limit_key
 from shop.users import services, tokens
-from shop.users.models import User
+from shop.users.models import Account, User
 from shop.users.schemas import (
     CredentialsSchema,
     PasswordChangeSchema,
@@ -53,7 +53,7 @@ class Users(MethodView):
 class Me(MethodView):
     @auth(blp)
     @blp.response(200, UserSchema)
-    def get(self) -> User:
+    def get(self) -> Account:
         """Read my profile"""
         return current_user
 

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shop.core.errors import Unauthenticated, ValidationFailed
 from shop.extensions import db
-from shop.users.models import User
+from shop.users.models import Account, User
 
 
 class BadCredentials(Unauthenticated):
@@ -41,7 +41,8 @@ def register_user(data: dict[str, Any], *, is_staff: bool = False) -> User:
     return user
 
 
-def update_profile(user: User, changes: dict[str, Any]) -> User:
+def update_profile(account: Account, changes: dict[str, Any]) -> User:
+    user = _user_of(account)
     if "email" in changes:
         _check_unique(email=changes["email"], exclude_id=user.id)
     for name, value in changes.items():
@@ -50,7 +51,8 @@ def update_profile(user: User, changes: dict[str, Any]) -> User:
     return user
 
 
-def change_password(user: User, old_password: str, new_password: str) -> None:
+def change_password(account: Account, old_password: str, new_password: str) -> None:
+    user = _user_of(account)
     if not user.check_password(old_password):
         raise ValidationFailed("Invalid password.", {"old_password": ["The current password is wrong."]})
     check_password_rules(new_password, user.username, field="new_password")
@@ -66,6 +68,14 @@ def authenticate(username: str, password: str) -> User:
     elif user.check_password(password) and user.is_active:
         return user
     raise BadCredentials("No active account with these credentials.")
+
+
+def _user_of(account: Account) -> User:
+    """The signed-in user's model, for a write (requests authenticate with an `Account` row)."""
+    user = db.session.get(User, account.id)
+    if user is None:
+        raise Unauthenticated("The token's user is not active.")
+    return user
 
 
 def _check_unique(*, username: str | None = None, email: str | None = None, exclude_id: int | None = None) -> None:
