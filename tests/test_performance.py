@@ -6,13 +6,16 @@ Speed itself is measured by `make bench`, never asserted here.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import flask_jwt_extended.jwt_manager as manager
 import pytest
 from flask import Flask, session
+from flask_jwt_extended import create_access_token
 from redis.connection import AbstractConnection
 
 from shop import create_app
@@ -193,8 +196,9 @@ def test_the_api_keeps_no_cookie_sessions(app, client, catalog):
             session["user"] = "alice"
 
 
-def test_a_signed_in_request_decodes_its_token_once(app, monkeypatch):
-    """The rate limiter (counting per user) and the view (authenticating) share one decoding of the token."""
+def test_a_token_is_verified_once_while_it_is_valid(app, monkeypatch):
+    """The limiter and the view of one request, and the requests after it, share one verification of a token;
+    a forged token is refused, and an expired one is refused although it verified before."""
     decoded: list[str] = []
     original = manager._decode_jwt
 
@@ -207,17 +211,23 @@ def test_a_signed_in_request_decodes_its_token_once(app, monkeypatch):
     shop = create_app(app_config(**limits))
     try:
         with shop.app_context():
-            make_user(username="dora", password=PASSWORD)
+            user = make_user(username="dora", password=PASSWORD)
+            short = create_access_token(identity=user.id, expires_delta=timedelta(seconds=3))
         client = shop.test_client()
         token = client.post("/api/token/", json={"username": "dora", "password": PASSWORD}).get_json()["access"]
         decoded.clear()
 
-        me = client.get("/api/users/me/", headers=bearer(token))
+        first = client.get("/api/users/me/", headers=bearer(token))
+        second = client.get("/api/users/me/", headers=bearer(token))
         forged = client.get("/api/users/me/", headers=bearer(token[:-2] + "xx"))
-
-        assert me.status_code == 200 and me.get_json()["username"] == "dora"
+        assert first.status_code == second.status_code == 200 and second.get_json()["username"] == "dora"
         assert decoded.count(token) == 1
         assert forged.status_code == 401
+
+        assert client.get("/api/users/me/", headers=bearer(short)).status_code == 200
+        time.sleep(4)  # past the short token's expiry: waiting for a state, not timing anything
+        expired = client.get("/api/users/me/", headers=bearer(short))
+        assert expired.status_code == 401 and "expired" in expired.get_json()["message"]
     finally:
         limiter.init_app(app)
         with shop.app_context():

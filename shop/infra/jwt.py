@@ -1,37 +1,64 @@
-"""flask-jwt-extended, decoding each bearer token at most once per request.
+"""flask-jwt-extended, verifying each bearer token once per process instead of on every request.
 
-The rate limit (to count a signed-in user's requests against the user) and the view (to
-authenticate) both need the token's claims; each decoding is three PyJWT parses and an HMAC check.
-flask-jwt-extended has no public hook for reusing claims, so this overrides its private
-`JWTManager._decode_jwt_from_config` (the one place every decoding goes through): the claims of a
-successfully decoded token are kept on the request (`request.environ`, which no later request
-sees) and handed out as copies; a token that fails is decoded again, so its error is raised again.
-Measured: one decoding less per signed-in request; tokens are 2-5% of an order's worker CPU
-(docs/performance.md). Checked by tests/test_performance.py (a token decoded once per request).
+A shopper sends every request of a visit with one access token, and the rate limit (to count a
+signed-in user's requests against the user) and the view (to authenticate) both need its claims;
+each verification is three PyJWT parses and an HMAC check, about 8% of an order's worker CPU in
+`make profile`. flask-jwt-extended has no public hook for reusing claims, so this overrides its
+private `JWTManager._decode_jwt_from_config` (the one place every decoding goes through): the claims
+of a token that verified are kept in a bounded per-process table keyed by the token itself and the
+secret and algorithm that verified it, and handed out as copies while the token's `exp` (with the
+configured leeway) and `nbf` hold; past them, or for a token that fails, the library decodes again
+and raises its own error. What is per request stays per request: the blocklist (revocation) and the
+user's lookup (deactivation) run on every request as before. Checked by tests/test_performance.py.
 Upgrade risk: a renamed or re-signatured private method makes that test fail, not the shop silently slow.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
-from flask import has_request_context, request
+from flask import current_app, has_request_context
 from flask_jwt_extended import JWTManager
 
-_DECODED = "shop.decoded_tokens"
+# Tokens remembered per process: a few thousand shoppers per worker, each token a few hundred bytes.
+VERIFIED_TOKENS = 10_000
 
 
 class OnceJWTManager(JWTManager):
-    """flask-jwt-extended, decoding each token at most once per request (failures are decoded again)."""
+    """flask-jwt-extended, verifying a given token once per process while it is valid."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._verified: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _decode_jwt_from_config(
         self, encoded_token: str, csrf_value: str | None = None, allow_expired: bool = False
     ) -> dict[str, Any]:
         if not has_request_context():
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
-        decoded = request.environ.setdefault(_DECODED, {})
-        key = (encoded_token, csrf_value, allow_expired)
-        claims = decoded.get(key)
-        if claims is None:
-            claims = decoded[key] = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        config = current_app.config
+        key = (encoded_token, csrf_value, allow_expired, config.get("JWT_SECRET_KEY"), config.get("JWT_ALGORITHM"))
+        with self._lock:
+            claims = self._verified.get(key)
+            if claims is not None:
+                self._verified.move_to_end(key)
+        if claims is not None and _still_valid(claims, allow_expired, config.get("JWT_DECODE_LEEWAY", 0)):
+            return dict(claims)
+        claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        with self._lock:
+            self._verified[key] = claims
+            if len(self._verified) > VERIFIED_TOKENS:
+                self._verified.popitem(last=False)
         return dict(claims)
+
+
+def _still_valid(claims: dict[str, Any], allow_expired: bool, leeway: Any) -> bool:
+    now = time.time()
+    seconds = leeway.total_seconds() if hasattr(leeway, "total_seconds") else float(leeway or 0)
+    if "nbf" in claims and claims["nbf"] > now + seconds:
+        return False
+    return allow_expired or "exp" not in claims or claims["exp"] > now - seconds
