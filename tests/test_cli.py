@@ -1,4 +1,4 @@
-"""The commands of API.md: create-admin and seed."""
+"""The commands of docs/api.md: create-admin and seed."""
 
 from __future__ import annotations
 
