@@ -65,7 +65,7 @@ def _database_url(env: dict[str, str]) -> str:
 
 
 def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Build the Flask config mapping from environment variables (API.md's table)."""
+    """Build the Flask config mapping from environment variables (docs/api.md's table)."""
     env = dict(os.environ if env is None else env)
     app_env = env.get("APP_ENV", "development")
     production = app_env == "production"

@@ -1,6 +1,6 @@
 """Rate limits: one counter per client across the API in a lean hook of the shop's own; flask-limiter for credentials.
 
-What is limited (API.md):
+What is limited (docs/api.md):
 - every request but the operations routes counts against one budget per client, shared by every
   route: `RATELIMIT_USER` per user for a valid access token, `RATELIMIT_ANON` per client IP
   otherwise (`X-Forwarded-For` trusted through `TRUSTED_PROXIES` hops only);
