@@ -586,7 +586,7 @@ def test_a_staff_edit_is_seen_on_filtered_and_ordered_pages(cached):
     assert client.get(f"/api/products/{ids['lamp']}/").get_json()["price"] == "50.00"
 
 
-def test_an_order_leaves_cached_every_page_that_does_not_show_its_products(cached):
+def test_an_order_leaves_every_page_cached_and_its_pages_show_the_new_stock(cached):
     client = cached.test_client()
     ids = shelf(cached)
     untouched = [
@@ -606,31 +606,49 @@ def test_an_order_leaves_cached_every_page_that_does_not_show_its_products(cache
     before = hits(), misses()
     for url in untouched:
         assert client.get(url).status_code == 200
-    assert (hits(), misses()) == (before[0] + len(untouched), before[1])
     assert client.get(touched[0]).get_json()[1]["stock"] == 8
     assert client.get(touched[1]).get_json()["stock"] == 8
-    assert misses() == before[1] + 2
+    assert (hits(), misses()) == (before[0] + len(untouched) + len(touched), before[1])
 
 
-def test_a_sell_out_makes_only_pages_filtered_by_stock_and_pages_showing_it_miss(cached):
+def test_a_sell_out_makes_only_pages_filtered_by_stock_miss(cached):
     client = cached.test_client()
     ids = shelf(cached)
     stock_filtered = f"/api/products/?category={ids['desks']}&in_stock=true"
     unfiltered = f"/api/products/?category={ids['desks']}"
-    for url in (stock_filtered, unfiltered):
+    showing_it = f"/api/products/?category={ids['lamps']}"
+    for url in (stock_filtered, unfiltered, showing_it, f"/api/products/{ids['last']}/"):
         client.get(url)
 
     order(client, ids["alice"], ids["last"])  # 1 → 0: the in-stock set changed
 
-    before = misses("list")
+    before = misses("list"), misses("detail")
     assert names(client, unfiltered) == ["Oak desk"]
-    assert misses("list") == before
+    shown = {product["name"]: product["stock"] for product in client.get(showing_it).get_json()}
+    assert shown == {"Last lamp": 0, "Desk lamp": 10}
+    assert client.get(f"/api/products/{ids['last']}/").get_json()["stock"] == 0
+    assert (misses("list"), misses("detail")) == before
+    before = misses("list")
     assert names(client, stock_filtered) == ["Oak desk"]
     assert misses("list") == before + 1  # it cannot know whether the product was among its matches
 
 
-def test_a_reader_racing_a_write_never_stores_an_entry_that_is_served(cached):
-    """Deterministic: the reader reads the state, a write commits and bumps, then the reader stores its old page."""
+def template_of(body: bytes, *stocks: int) -> bytes:
+    """A page's bytes as the cache stores them: each of these stocks (in order) a placeholder."""
+    from shop.products.cache import PLACEHOLDER
+
+    for stock in stocks:
+        body = body.replace(b'"stock":%d' % stock, PLACEHOLDER, 1)
+    return body
+
+
+def stock_version_of(app: Flask, product_id: int) -> int:
+    with app.app_context():
+        return db.session.get(Product, product_id).stock_version
+
+
+def test_a_reader_racing_a_write_never_overwrites_the_newer_stock(cached):
+    """Deterministic: the reader reads the database, a write commits and sets its stock, then the reader stores."""
     from shop.products.cache import Entry, _key, catalog, etag_of, stock_changed
 
     client = cached.test_client()
@@ -647,23 +665,30 @@ def test_a_reader_racing_a_write_never_stores_an_entry_that_is_served(cached):
         if state is None:  # the page was cached: look up a key of our own under the same state
             key += "&racing"
             served, state = store.lookup(key)
-        body = old_page.get_data()
+        template = template_of(old_page.get_data(), 5)
         pagination = old_page.headers["X-Pagination"]
+        read_version = stock_version_of(cached, ids["desk"])  # the reader's database read: 5 units
 
-        with cached.app_context():  # the writer, between the reader's state read and its store
-            db.session.execute(update(Product).where(Product.id == ids["desk"]).values(stock=4))
+        with cached.app_context():  # the writer, between the reader's database read and its store
+            db.session.execute(
+                update(Product)
+                .where(Product.id == ids["desk"])
+                .values(stock=4, stock_version=Product.stock_version + 1)
+            )
             db.session.commit()
-            stock_changed({ids["desk"]: (5, 4)})
+            stock_changed([(ids["desk"], 4, read_version + 1, False)])
 
-        store.store(key, Entry(state, False, [ids["desk"]], etag_of(pagination, body), pagination, body))
+        entry = Entry(state, False, [ids["desk"]], etag_of(pagination, template), pagination, template)
+        store.store(key, entry, [(ids["desk"], 5, read_version, False)])  # older version: refused
         again, _ = store.lookup(key)
 
-    assert again is None  # the entry recorded a state older than the write's bump: never served
+    assert again is not None and again.status_code == 200  # the page is served, with the newer stock
+    assert json.loads(again.get_data())[0]["stock"] == 4
     assert client.get(url).get_json()[0]["stock"] == 4
 
 
 def test_a_global_write_racing_a_reader_is_not_served_stale_either(cached):
-    from shop.products.cache import Entry, catalog, catalog_changed, etag_of
+    from shop.products.cache import Entry, catalog, catalog_changed, etag_of, etag_with_stocks
 
     client = cached.test_client()
     ids = shelf(cached)
@@ -677,11 +702,12 @@ def test_a_global_write_racing_a_reader_is_not_served_stale_either(cached):
             db.session.execute(update(Product).where(Product.id == ids["desk"]).values(name="Walnut desk"))
             db.session.commit()
             catalog_changed()
-        body, etag = old.get_data(), old.headers["ETag"]
-        store.store("catalog:product:racing", Entry(state, False, [ids["desk"]], etag, "", body))
+        template = template_of(old.get_data(), 5)
+        entry = Entry(state, False, [ids["desk"]], etag_of("", template), "", template)
+        store.store("catalog:product:racing", entry, [])
         again, _ = store.lookup("catalog:product:racing")
 
-    assert again is None and etag == etag_of("", body)
+    assert again is None and old.headers["ETag"] == etag_with_stocks(etag_of("", template), [b"5"])
     assert client.get(url).get_json()["name"] == "Walnut desk"
 
 
@@ -695,11 +721,11 @@ def test_entries_outliving_their_state_are_never_served(app):
     with running(cache_app(url)) as served:
         client = served.test_client()
         _, product_id, _ = arrange(served)
-        assert client.get("/api/products/").get_json()[0]["stock"] == 10
-        assert client.get(f"/api/products/{product_id}/").get_json()["stock"] == 10
-        change_behind_the_apps_back(served, product_id, stock=3)
+        assert client.get("/api/products/").get_json()[0]["name"] == "Wireless Mouse"
+        assert client.get(f"/api/products/{product_id}/").get_json()["name"] == "Wireless Mouse"
+        change_behind_the_apps_back(served, product_id, name="Trackball")
         before = hits()
-        assert client.get("/api/products/").get_json()[0]["stock"] == 10  # still cached, as designed
+        assert client.get("/api/products/").get_json()[0]["name"] == "Wireless Mouse"  # still cached, as designed
         assert hits() == before + 1
 
         prefix = served.config["CACHE_KEY_PREFIX"]
@@ -707,11 +733,48 @@ def test_entries_outliving_their_state_are_never_served(app):
         assert store.delete(prefix + "catalog:state") == 1
         assert store.exists(prefix + "catalog:products")  # the entries survive
 
-        assert client.get("/api/products/").get_json()[0]["stock"] == 3
-        assert client.get(f"/api/products/{product_id}/").get_json()["stock"] == 3
+        assert client.get("/api/products/").get_json()[0]["name"] == "Trackball"
+        assert client.get(f"/api/products/{product_id}/").get_json()["name"] == "Trackball"
         before = hits()
-        assert client.get("/api/products/").get_json()[0]["stock"] == 3
+        assert client.get("/api/products/").get_json()[0]["name"] == "Trackball"
         assert hits() == before + 1  # cached again, under the new epoch
+
+
+def forget_stocks(app: Flask) -> None:
+    """The stock hash lost (evicted, deleted, Redis restarted without it) while entries survive."""
+    from shop.products.cache import LocalCatalog, catalog
+
+    with app.app_context():
+        store = catalog()
+        if isinstance(store, LocalCatalog):
+            store.stocks.clear()
+        else:
+            assert redis_of(app).delete(app.config["CACHE_KEY_PREFIX"] + "catalog:stock") == 1
+
+
+def test_stocks_lost_from_the_cache_are_read_from_the_database_and_pages_stay_hits(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    pages = ["/api/products/", f"/api/products/?category={ids['lamps']}", f"/api/products/{ids['lamp']}/"]
+    for url in pages:
+        client.get(url)
+    order(client, ids["alice"], ids["lamp"], 3)  # 10 → 7
+    forget_stocks(cached)
+
+    before = hits()
+    with count_statements(cached) as statements:
+        first = {product["name"]: product["stock"] for product in client.get(pages[0]).get_json()}
+    assert first == {"Last lamp": 1, "Desk lamp": 7, "Oak desk": 5}
+    assert len(statements) == 1  # just the missing stocks, in one statement
+    with count_statements(cached) as statements:
+        assert client.get(pages[1]).get_json()[1]["stock"] == 7
+        assert client.get(pages[2]).get_json()["stock"] == 7
+    assert statements == []  # the first read set them again
+    assert hits() == before + 3
+
+    order(client, ids["alice"], ids["lamp"], 2)  # 7 → 5, set over the refilled stock
+    assert client.get(pages[2]).get_json()["stock"] == 5
+    assert client.get(pages[0]).get_json()[1]["stock"] == 5
 
 
 def test_a_redis_restarted_empty_serves_fresh_pages_and_caches_again(private_redis, app):
@@ -740,9 +803,9 @@ def test_stock_changes_owed_while_redis_was_away_are_paid_before_the_next_read(o
 
         own_redis.command("REPLICAOF", "127.0.0.1", str(free_port()))  # refuses writes, keeps data
         try:
-            change_behind_the_apps_back(served, product_id, stock=2)
+            change_behind_the_apps_back(served, product_id, stock=2, stock_version=Product.stock_version + 1)
             with served.app_context():
-                stock_changed({product_id: (10, 2)})  # could not reach Redis: owed
+                stock_changed([(product_id, 2, 1, False)])  # could not reach Redis: owed
         finally:
             own_redis.command("REPLICAOF", "NO", "ONE")
 
@@ -757,8 +820,9 @@ def test_the_relay_touching_products_again_makes_their_pages_fresh(cached):
     client.get("/api/products/?in_stock=true")
     client.get(f"/api/products/{ids['last']}/")
     # A process committed an order, then died before telling the cache.
-    change_behind_the_apps_back(cached, ids["last"], stock=0)
+    change_behind_the_apps_back(cached, ids["last"], stock=0, stock_version=Product.stock_version + 1)
     assert "Last lamp" in names(client, "/api/products/?in_stock=true")
+    assert client.get(f"/api/products/{ids['last']}/").get_json()["stock"] == 1  # stale until told
 
     with cached.app_context():
         products_touched([ids["last"]])
@@ -781,3 +845,113 @@ def test_hits_and_misses_are_counted_by_kind(cached):
         client.get(url)
         client.get(url)
         assert (hits(kind), misses(kind)) == (before[0] + 1, before[1] + 1), kind
+
+
+# Stocks laid over the stored pages: an order makes no page miss, and every page shows its stock.
+
+
+def test_after_an_order_the_list_and_detail_pages_show_the_new_stock_from_the_cache(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    pages = ["/api/products/", "/api/products/?in_stock=true", f"/api/products/{ids['lamp']}/"]
+    for url in pages:
+        client.get(url)
+
+    order(client, ids["alice"], ids["lamp"], 4)  # 10 → 6
+
+    before = hits("list", "detail"), misses("list", "detail")
+    with count_statements(cached) as statements:
+        assert client.get(pages[0]).get_json()[1] == client.get(pages[2]).get_json()
+        assert client.get(pages[1]).get_json()[1]["stock"] == 6
+        assert client.get(pages[2]).get_json()["stock"] == 6
+    assert statements == []
+    assert (hits("list", "detail"), misses("list", "detail")) == (before[0] + 4, before[1])
+
+
+def test_a_cancel_gives_the_stock_back_on_cached_pages(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    placed = client.post(
+        "/api/orders/", json={"items": [{"product_id": ids["last"], "quantity": 1}]}, headers=ids["alice"]
+    )
+    assert placed.status_code == 201
+    assert "Last lamp" not in names(client, "/api/products/?in_stock=true")
+    client.get(f"/api/products/{ids['last']}/")
+    version = stock_version_of(cached, ids["last"])
+
+    cancelled = client.post(f"/api/orders/{placed.get_json()['id']}/cancel/", headers=ids["alice"])
+
+    assert cancelled.status_code == 200, cancelled.get_json()
+    assert stock_version_of(cached, ids["last"]) == version + 1
+    before = hits("detail")
+    assert client.get(f"/api/products/{ids['last']}/").get_json()["stock"] == 1
+    assert hits("detail") == before + 1
+    assert "Last lamp" in names(client, "/api/products/?in_stock=true")  # back across zero
+    assert names(client, "/api/products/?in_stock=false") == []
+
+
+def test_every_stock_write_increments_the_stock_version(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    detail = f"/api/products/{ids['lamp']}/"
+    assert stock_version_of(cached, ids["lamp"]) == 0
+    order(client, ids["alice"], ids["lamp"])
+    assert stock_version_of(cached, ids["lamp"]) == 1
+    assert client.post(f"{detail}stock/", json={"delta": 5}, headers=ids["boss"]).status_code == 200
+    assert stock_version_of(cached, ids["lamp"]) == 2
+    assert client.patch(detail, json={"stock": 3}, headers=ids["boss"]).status_code == 200
+    assert stock_version_of(cached, ids["lamp"]) == 3
+    assert client.patch(detail, json={"price": "21.00"}, headers=ids["boss"]).status_code == 200
+    assert stock_version_of(cached, ids["lamp"]) == 3  # no stock change
+    shown = client.get(detail).get_json()
+    assert shown["stock"] == 3 and shown["price"] == "21.00" and "stock_version" not in shown
+    assert "stock_version" not in client.get("/api/products/").get_json()[0]
+
+
+def test_a_stale_stock_write_is_refused(cached):
+    from shop.products.cache import stock_changed
+
+    client = cached.test_client()
+    ids = shelf(cached)
+    order(client, ids["alice"], ids["lamp"], 2)  # version 1: 8 units
+    order(client, ids["alice"], ids["lamp"], 3)  # version 2: 5 units
+    detail = f"/api/products/{ids['lamp']}/"
+    assert client.get(detail).get_json()["stock"] == 5
+
+    with cached.app_context():
+        stock_changed([(ids["lamp"], 8, 1, False)])  # the first order's update, arriving late
+        stock_changed([(ids["lamp"], 5, 2, False)])  # the same version again: nothing to change
+
+    before = hits("detail")
+    assert client.get(detail).get_json()["stock"] == 5
+    assert client.get("/api/products/").get_json()[1]["stock"] == 5
+    assert hits("detail") == before + 1
+
+
+def test_the_etag_follows_the_stock_and_an_old_one_gets_the_new_page(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    for url in ("/api/products/", f"/api/products/{ids['lamp']}/"):
+        old = client.get(url)
+        old_etag = old.headers["ETag"]
+        assert client.get(url, headers={"If-None-Match": old_etag}).status_code == 304
+
+        order(client, ids["alice"], ids["lamp"])
+
+        before = hits()
+        fresh = client.get(url, headers={"If-None-Match": old_etag})
+        assert fresh.status_code == 200 and fresh.headers["ETag"] != old_etag
+        assert fresh.get_json() != old.get_json() and fresh.get_data() != b""
+        assert hits() == before + 1
+        again = client.get(url, headers={"If-None-Match": fresh.headers["ETag"]})
+        assert again.status_code == 304 and again.headers["ETag"] == fresh.headers["ETag"]
+
+
+def test_the_etag_is_the_same_on_a_hit_a_miss_and_with_the_cache_off(cached):
+    client = cached.test_client()
+    ids = shelf(cached)
+    url = f"/api/products/?category={ids['lamps']}"
+    missed = client.get(url).headers["ETag"]
+    assert client.get(url).headers["ETag"] == missed
+    with running(cache_app(None, CATALOG_CACHE=False)) as off:
+        assert off.test_client().get(url).headers["ETag"] == missed

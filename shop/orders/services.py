@@ -73,7 +73,7 @@ def place_order(user: User, lines: list[dict[str, int]], *, idempotency_key: str
 class Placed:
     order_id: int
     answer: Answer
-    stock_changes: dict[int, tuple[int, int]]
+    stock_changes: list[tuple[int, int, int, bool]]  # (product id, stock, stock_version, crossed zero)
 
 
 def _write_order(
@@ -119,10 +119,10 @@ def _write_order(
     if key_id is not None:
         idempotency.record(connection, key_id, 201, body)
     db.session.commit()
-    changes = {
-        line["product_id"]: (taken[line["product_id"]].stock + line["quantity"], taken[line["product_id"]].stock)
-        for line in lines
-    }
+    changes = [
+        (row.id, row.stock, row.stock_version, row.stock == 0)  # taking q >= 1 crosses zero only by reaching it
+        for row in (taken[line["product_id"]] for line in lines)
+    ]
     return Placed(order_id, Answer(201, body, replayed=False), changes)
 
 
@@ -190,10 +190,20 @@ def _stamp(value: datetime) -> str:
     return value.strftime(UTC_FORMAT)
 
 
-def _lock_products(ids: list[int]) -> dict[int, Product]:
+def _lock_products(ids: list[int]) -> None:
     """Lock the rows in ascending id order, so concurrent writes of the same products cannot deadlock."""
-    query = select(Product).where(Product.id.in_(ids)).order_by(Product.id).with_for_update(of=Product)
-    return {product.id: product for product in db.session.scalars(query)}
+    db.session.connection().execute(
+        select(Product.id).where(Product.id.in_(ids)).order_by(Product.id).with_for_update(of=Product)
+    )
+
+
+def _lines(quantities: dict[int, int]) -> dict[str, int]:
+    """The parameters `p0…`, `q0…` of statements built per number of lines."""
+    params: dict[str, int] = {}
+    for n, (product_id, quantity) in enumerate(sorted(quantities.items())):
+        params[f"p{n}"] = product_id
+        params[f"q{n}"] = quantity
+    return params
 
 
 def _with_retries(write: Callable[[], T]) -> T:
@@ -244,14 +254,14 @@ def cancel_order(viewer: User, order_id: int) -> Order:
         if order.status not in allowed:
             raise Conflict(f"An order that is {order.status.value} cannot be cancelled.")
         quantities = {item.product_id: item.quantity for item in order.items}
-        for product in _lock_products(sorted(quantities)).values():
-            changes[product.id] = (product.stock, product.stock + quantities[product.id])
-            product.stock += quantities[product.id]
+        _lock_products(sorted(quantities))
+        returned = db.session.connection().execute(statements.return_stock(len(quantities)), _lines(quantities))
+        changes[:] = [(row.id, row.stock, row.stock_version, row.stock == quantities[row.id]) for row in returned]
         order.status = OrderStatus.CANCELLED
         db.session.commit()
         return order
 
-    changes: dict[int, tuple[int, int]] = {}
+    changes: list[tuple[int, int, int, bool]] = []
     order = _with_retries(write)
     catalog.stock_changed(changes)
     return order

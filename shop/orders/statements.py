@@ -35,6 +35,7 @@ PRODUCT_VIEW = (
     PRODUCTS.c.description,
     PRODUCTS.c.price,
     PRODUCTS.c.stock,
+    PRODUCTS.c.stock_version,
     PRODUCTS.c.image,
     PRODUCTS.c.category_id,
     _category(CATEGORIES.c.name).label("category_name"),
@@ -71,7 +72,11 @@ def take_stock(dialect: str, lines: int) -> Update:
     return (
         update(PRODUCTS)
         .where(wanted, *can_take)
-        .values(stock=PRODUCTS.c.stock - quantity, updated_at=bindparam("now"))
+        .values(
+            stock=PRODUCTS.c.stock - quantity,
+            stock_version=PRODUCTS.c.stock_version + 1,
+            updated_at=bindparam("now"),
+        )
         .returning(*PRODUCT_VIEW)
     )
 
@@ -112,3 +117,16 @@ INSERT_OUTBOX: Insert = (
     )
     .inline()
 )
+
+
+@cache
+def return_stock(lines: int) -> Update:
+    """A cancel: give every line's quantity back to its product (rows already locked), in one UPDATE … RETURNING."""
+    ids = [bindparam(f"p{n}") for n in range(lines)]
+    quantity = case({ids[n]: bindparam(f"q{n}") for n in range(lines)}, value=PRODUCTS.c.id)
+    return (
+        update(PRODUCTS)
+        .where(PRODUCTS.c.id.in_(ids))
+        .values(stock=PRODUCTS.c.stock + quantity, stock_version=PRODUCTS.c.stock_version + 1)
+        .returning(PRODUCTS.c.id, PRODUCTS.c.stock, PRODUCTS.c.stock_version)
+    )

@@ -29,8 +29,8 @@ def send_order_confirmation(self: Task, order_id: int) -> str:
 def relay_outbox() -> int:
     """Publish the emails owed; returns how many were published (the rest stay owed for the next run).
 
-    It also tells the catalog cache again that those orders' products changed: a process that
-    died between an order's commit and its cache update leaves a catalog entry stale until then.
+    It also sets those orders' products' stocks in the catalog cache again, read from the database:
+    a process that died between an order's commit and its cache update leaves a stale stock until then.
     """
     owed = emails.take_owed()
     send = task(emails.SEND_TASK)

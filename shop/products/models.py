@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shop.core.time import utcnow
@@ -45,6 +45,9 @@ class Product(db.Model):
     description: Mapped[str] = mapped_column(Text, default="")
     price: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     stock: Mapped[int] = mapped_column(Integer, default=0)
+    # +1 by every statement that changes `stock` (row locks order them): the catalog cache keeps the
+    # stock of the highest version it was told, so a late, older write never overwrites a newer one.
+    stock_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     image: Mapped[str | None] = mapped_column(String(500))
     category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"), index=True)
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,9 +1,10 @@
 """The rules of the catalog: what a list shows, how products and categories change, and stock.
 
 Reads select only the columns a client sees, product and category in one statement, and turn
-rows straight into the dumped shape (`product_view`); writes commit, then tell the catalog's
-response cache what changed (a staff write: everything; a stock adjustment: that product's stock),
-so the next GET sees them.
+rows straight into the dumped shape (`product_view`, its stock through the cache's `shown_stock`,
+which keeps it apart from a stored page); writes commit, then tell the catalog's response cache
+what changed (a staff write: everything; a stock change: that product's stock and stock_version,
+which every statement changing a stock increments), so the next GET sees them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shop.core.errors import Conflict, NotFound, ValidationFailed
 from shop.extensions import db
-from shop.products.cache import catalog_changed, stock_changed
+from shop.products.cache import catalog_changed, shown_stock, stock_changed
 from shop.products.models import Category, Product
 from shop.products.schemas import MAX_STOCK
 
@@ -42,6 +43,7 @@ VIEW_COLUMNS = (
     Product.description,
     Product.price,
     Product.stock,
+    Product.stock_version,
     Product.image,
     Product.created_at,
     Product.updated_at,
@@ -61,7 +63,7 @@ def product_view(row: Row[Any]) -> dict[str, Any]:
         "name": row.name,
         "description": row.description,
         "price": format(row.price, ".2f"),
-        "stock": row.stock,
+        "stock": shown_stock(row.id, row.stock, row.stock_version),
         "image": row.image,
         "category": {"id": row.category_id, "name": row.category_name, "description": row.category_description},
         "created_at": row.created_at.strftime(TIME_FORMAT),
@@ -206,11 +208,20 @@ def create_product(data: dict[str, Any]) -> Product:
 
 
 def update_product(product_id: int, changes: dict[str, Any]) -> Product:
-    """PATCH (some fields) or PUT (all of them): the same rule, the schema decides which."""
+    """PATCH (some fields) or PUT (all of them): the same rule, the schema decides which.
+
+    A change of `stock` increments `stock_version` in the same UPDATE, and the cache is told the
+    committed stock and version (the flush's RETURNING), besides the staff write's `global` bump.
+    """
     product = get_product(product_id)
+    before = product.stock
     for name, value in _with_category(changes).items():
         setattr(product, name, value)
+    if "stock" in changes:
+        product.stock_version = Product.stock_version + 1
     _commit({"category_id": ["No such category."]})
+    if "stock" in changes:
+        stock_changed([(product.id, product.stock, product.stock_version, (before > 0) != (product.stock > 0))])
     return product
 
 
@@ -223,14 +234,14 @@ def hide_product(product_id: int) -> None:
 def adjust_stock(product_id: int, delta: int) -> Product:
     """Add `delta` to the stock in one statement, so concurrent adjustments and orders never lose one."""
     new_stock = cast(Product.stock, BigInteger) + delta  # no int4 overflow while checking the bounds
-    stock = db.session.execute(
+    changed = db.session.execute(
         update(Product)
         .where(Product.id == product_id, VISIBLE, new_stock >= 0, new_stock <= MAX_STOCK)
-        .values(stock=Product.stock + delta)
-        .returning(Product.stock)
+        .values(stock=Product.stock + delta, stock_version=Product.stock_version + 1)
+        .returning(Product.stock, Product.stock_version)
         .execution_options(synchronize_session=False)
-    ).scalar()
-    if stock is None:
+    ).first()
+    if changed is None:
         db.session.rollback()
         product = get_product(product_id)
         if product.stock + delta < 0:
@@ -240,7 +251,8 @@ def adjust_stock(product_id: int, delta: int) -> Product:
             )
         raise Conflict("The stock would exceed its maximum.", {"stock": [f"At most {MAX_STOCK} units."]})
     db.session.commit()
-    stock_changed({product_id: (stock - delta, stock)})
+    stock, version = changed
+    stock_changed([(product_id, stock, version, (stock - delta > 0) != (stock > 0))])
     return get_product(product_id)
 
 
