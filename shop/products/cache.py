@@ -58,7 +58,9 @@ Failure cases:
   no surviving entry matches. (Redis restarted from a snapshot holding old state, stocks and
   entries: what happened since the snapshot is lost, and those can be stale until a product's
   next stock write, or the entry's TTL, `CACHE_TIMEOUT`. Run the cache's Redis without
-  persistence, or delete `catalog:state` and `catalog:stock` after restoring one.)
+  persistence, or delete `catalog:state` and `catalog:stock` after restoring one.) Likewise a
+  database restored or rebuilt under a Redis that kept `catalog:stock`: its versions went back, so
+  the stored (newer-looking) stocks win until `catalog:stock` is deleted; delete it then.
 - A crash between a commit and its `SET_STOCK`: the hash keeps the older stock, and cached pages
   show it, until the next write of that product's stock or, for an order, until the outbox relay
   publishes the order's email (`products_touched`, which reads those products' stock and version
@@ -73,8 +75,9 @@ Failure cases:
   do not match their ids: a miss, overwritten.
 
 Without Redis (no `REDIS_URL`): the same state and stocks in this process, checked the same way in
-Python, entries in Flask-Caching's in-process store. Exact for a single process (`make run` serves
-with `flask run`), wrong for several: under gunicorn the cache is off unless `REDIS_URL` is set.
+Python, entries in Flask-Caching's in-process store (clearing that store forgets the stocks too).
+Exact for a single process (`make run` serves with `flask run`), wrong for several: under
+gunicorn the cache is off unless `REDIS_URL` is set.
 
 Counted in `shop_cache_requests_total{kind="list|detail|categories|category", result="hit|miss"}`.
 """
@@ -115,6 +118,9 @@ MAX_KEY_LENGTH = 200
 SENTINEL_STOCK = -987654321
 STOCK_KEY_BYTES = b'"stock":'
 PLACEHOLDER = STOCK_KEY_BYTES + str(SENTINEL_STOCK).encode()
+# In-process: the epoch is also kept in Flask-Caching's store; when it is gone (the store cleared),
+# the stocks are forgotten too, as Redis losing both hashes.
+LOCAL_EPOCH_KEY = "catalog:local-epoch"
 # Past this many products owed while Redis was away, the whole stock hash is dropped instead.
 MAX_OWED_STOCKS = 10_000
 
@@ -423,7 +429,7 @@ class LocalCatalog:
 
     def __init__(self, app: Flask) -> None:
         self.timeout = int(app.config.get("CACHE_DEFAULT_TIMEOUT", 300))
-        self.epoch = str(time.time_ns())
+        self.epoch = ""
         self.global_ = 0
         self.members = 0
         self.stocks: dict[int, tuple[int, int]] = {}  # product id → (stock_version, stock)
@@ -432,6 +438,8 @@ class LocalCatalog:
     def lookup(self, key: str) -> tuple[Response | None, State | None]:
         roundtrip.send()
         with self._lock:
+            if cache.get(LOCAL_EPOCH_KEY) != self.epoch or not self.epoch:
+                self._restart()
             state = State(self.epoch, str(self.global_), str(self.members))
         entry = cache.get(key)
         if not (
@@ -452,6 +460,12 @@ class LocalCatalog:
         stocks = [str(value[1]).encode() for value in known if value is not None]
         served = _serve(entry.etag, entry.pagination, entry.template, stocks)
         return (served, None) if served is not None else (None, state)
+
+    def _restart(self) -> None:
+        """The store was cleared (or its marker pruned), as Redis losing `catalog:state` and `catalog:stock`."""
+        self.epoch = str(time.time_ns())
+        self.stocks.clear()
+        cache.set(LOCAL_EPOCH_KEY, self.epoch, timeout=0)
 
     def store(self, key: str, entry: Entry, rows: Sequence[StockRow]) -> None:
         self.set_stocks(rows)
