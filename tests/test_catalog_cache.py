@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -955,3 +956,56 @@ def test_the_etag_is_the_same_on_a_hit_a_miss_and_with_the_cache_off(cached):
     assert client.get(url).headers["ETag"] == missed
     with running(cache_app(None, CATALOG_CACHE=False)) as off:
         assert off.test_client().get(url).headers["ETag"] == missed
+
+
+def test_concurrent_orders_and_readers_leave_the_cached_stock_equal_to_the_database(app):
+    """Orders and page reads at once (readers storing what they read mid-race): the highest version wins."""
+    need_service("TEST_DATABASE_URL (PostgreSQL)", os.environ.get("TEST_DATABASE_URL"))
+    url = need_service("REDIS_URL", os.environ.get("REDIS_URL"))
+    with running(cache_app(url)) as served:
+        with served.app_context():
+            product_id = make_product(name="Flash lamp", stock=20).id
+            buyers = [make_user(username=f"buyer{n}", email=f"buyer{n}@example.com").id for n in range(30)]
+        from flask_jwt_extended import create_access_token
+
+        with served.app_context():
+            tokens = [bearer(create_access_token(identity=user_id)) for user_id in buyers]
+        pages = [f"/api/products/{product_id}/", "/api/products/", "/api/products/?in_stock=true"]
+        barrier = threading.Barrier(len(tokens) * 2)
+        statuses: list[int] = []
+
+        def buy(headers: dict[str, str]) -> None:
+            client = served.test_client()
+            barrier.wait()
+            placed = client.post(
+                "/api/orders/", json={"items": [{"product_id": product_id, "quantity": 1}]}, headers=headers
+            )
+            statuses.append(placed.status_code)
+
+        def read(n: int) -> None:
+            client = served.test_client()
+            barrier.wait()
+            for _ in range(3):
+                with served.app_context():
+                    if n % 5 == 0:
+                        catalog_changed()  # readers on the miss path, storing what they read mid-race
+                client.get(pages[n % len(pages)])
+
+        threads = [threading.Thread(target=buy, args=(headers,)) for headers in tokens]
+        threads += [threading.Thread(target=read, args=(n,)) for n in range(len(tokens))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+
+        assert sorted(statuses) == [201] * 20 + [409] * 10
+        assert stock_version_of(served, product_id) == 20
+        stored = redis_of(served).hget(served.config["CACHE_KEY_PREFIX"] + "catalog:stock", str(product_id))
+        assert stored == b"20:0"
+        client = served.test_client()
+        for _ in range(2):  # whatever the race left stored, then certainly from the cache
+            before = hits()
+            assert client.get(pages[0]).get_json()["stock"] == 0
+            assert client.get(pages[1]).get_json()[0]["stock"] == 0
+            assert names(client, pages[2]) == []
+        assert hits() == before + 3
