@@ -129,7 +129,8 @@ StockRow = tuple[int, int, int, bool]
 
 # KEYS[1] the entry, KEYS[2] the state hash, KEYS[3] the stock hash. An entry is
 # "<epoch> <global> <members|-> <ids>\n" followed by the ETag, X-Pagination and template lines.
-# Answers {1, entry, stocks} when it is current (stocks: "<version>:<stock>" or nil per id), else
+# Answers {1, entry, stocks} when it is current (stocks: "<stock>,<stock>,..." of its ids, in order,
+# empty where the hash has none; one bulk string, cheaper to read than an array), else
 # {0, epoch, global, members}: the state a miss records before its database read.
 LOOKUP = """
 local raw = redis.call("GET", KEYS[1])
@@ -150,8 +151,12 @@ if not current then
 elseif epoch == current and (state[2] or "0") == global and (members == "-" or (state[3] or "0") == members) then
     local fields = {}
     for id in string.gmatch(ids, "%d+") do fields[#fields + 1] = id end
-    if #fields == 0 then return {1, raw, {}} end
-    return {1, raw, redis.call("HMGET", KEYS[3], unpack(fields))}
+    if #fields == 0 then return {1, raw, ""} end
+    local values = redis.call("HMGET", KEYS[3], unpack(fields))
+    for i = 1, #values do
+        values[i] = values[i] and string.match(values[i], ":(%d+)$") or ""
+    end
+    return {1, raw, table.concat(values, ",")}
 end
 return {0, current, state[2] or "0", state[3] or "0"}
 """
@@ -342,28 +347,26 @@ class RedisCatalog:
         if len(lines) != 4:
             return None, current
         header, etag, pagination, template = lines
-        values: list[bytes | None] = answer[2]
-        if None in values:
+        stocks: list[bytes] = answer[2].split(b",") if answer[2] else []
+        if b"" in stocks:
             try:
-                values = self._fill(header, values)
+                stocks = self._fill(header, stocks)
             except roundtrip.UNAVAILABLE as exc:
                 self._failed("write", exc)
                 return None, None
-        stocks = [value.partition(b":")[2] for value in values if value is not None]
-        if len(stocks) != len(values):
-            return None, None  # a product gone from the database: build the page, do not store it
+            if b"" in stocks:
+                return None, None  # a product gone from the database: build the page, do not store it
         served = _serve(etag.decode(), pagination.decode(), template, stocks)
         return (served, None) if served is not None else (None, current)
 
-    def _fill(self, header: bytes, values: list[bytes | None]) -> list[bytes | None]:
-        """The stocks missing from the hash (evicted, lost, never set), read from the database and set."""
+    def _fill(self, header: bytes, stocks: list[bytes]) -> list[bytes]:
+        """The stocks missing from the hash (evicted, lost, never set: b""), read from the database and set."""
         ids = [int(part) for part in header.rsplit(b" ", 1)[1].split(b",")]
-        missing = [product_id for product_id, value in zip(ids, values, strict=True) if value is None]
-        rows = stocks_from_database(missing)
+        pairs = list(zip(ids, stocks, strict=True))
+        rows = stocks_from_database(product_id for product_id, stock in pairs if not stock)
         self.set_stock_script(keys=[self.stock_key, self.state_key], args=[b"", 0, *_stock_args(rows)])
-        found = {product_id: f"{version}:{stock}".encode() for product_id, stock, version, _ in rows}
-        pairs = zip(ids, values, strict=True)
-        return [found.get(product_id) if value is None else value for product_id, value in pairs]
+        found = {product_id: str(stock).encode() for product_id, stock, _, _ in rows}
+        return [stock or found.get(product_id, b"") for product_id, stock in pairs]
 
     def store(self, key: str, entry: Entry, rows: Sequence[StockRow]) -> None:
         keys = [self.stock_key, self.state_key, self.prefix + key]
