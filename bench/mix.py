@@ -7,20 +7,78 @@ import argparse
 import contextlib
 import json
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from bench.common import CATEGORIES, SPREAD, load_average, log
+from bench.common import BENCH, CATEGORIES, SPREAD, load_average, log
 from bench.measure import Scenario, _percentile, run_wrk
 from bench.report import mix_checks, verdict
 from bench.stack import Stack
 
 # 10,000 connections
+
+# wrk scans every open connection's timer on each turn of its loop: 10,000 connections with think
+# times cost it about 0.6 ms of CPU a request against 0.19 ms with 1,000 (measured with
+# /usr/bin/time on the mix, 2026-12-03), a third of the machine. It drives this many busy shoppers;
+# the others are slow shoppers, one read every SLOW_THINK_S on average (kept under Nginx's 65 s keep-alive).
+WRK_SHOPPERS = 1000
+SLOW_THINK_S = 40.0
+
+
+class SlowShoppers:
+    """bench/idle_shoppers.py as a child process: connects, then reads from `start()` to `finish()`."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        self.process: subprocess.Popen[str] | None = None
+        if connections <= 0:
+            return
+        command = [sys.executable, str(BENCH / "idle_shoppers.py"), url, "--connections", str(connections)]
+        command += ["--think-s", str(SLOW_THINK_S), "--products", str(SPREAD), "--categories", str(CATEGORIES)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        ready = self.process.stdout.readline()  # after every handshake: none of them in the measured window
+        if not ready.startswith("ready"):
+            raise RuntimeError(f"slow shoppers did not connect: {ready!r}")
+        log(f"{ready.split()[1]} slow shoppers connected through Nginx")
+
+    def start(self) -> None:
+        if self.process:
+            self.process.send_signal(signal.SIGUSR1)
+
+    def finish(self) -> dict[str, Any]:
+        if not self.process:
+            return {"connections": 0, "requests": 0, "failed": 0, "p50_ms": 0.0, "p99_ms": 0.0, "statuses": {}}
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=120)
+        figures = json.loads(out.strip().splitlines()[-1])
+        answered_badly = sum(n for status, n in figures["statuses"].items() if status not in ("200", "304"))
+        figures["failed"] = answered_badly + sum(figures["errors"].values())
+        self.process = None
+        return figures
+
+    def close(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def slow_shoppers(url: str, connections: int) -> Iterator[SlowShoppers]:
+    shoppers = SlowShoppers(url, connections)
+    try:
+        yield shoppers
+    finally:
+        shoppers.close()
+
 
 # What bench/mix.lua reads (keep the two in step): its search words, orderings and page ranges.
 WORDS = ("wireless", "mouse", "keyboard", "compact", "lamp", "smart", "speaker", "desk", "silent", "webcam")
@@ -125,8 +183,12 @@ def run_mix(
     stack: Stack, tools: dict[str, str], buyers: list[tuple[int, str]], args: argparse.Namespace
 ) -> dict[str, Any]:
     connections = args.mix_connections
+    # wrk drives the busy shoppers; past WRK_SHOPPERS the rest are slow ones (bench/idle_shoppers.py).
+    busy = min(connections, WRK_SHOPPERS)
+    slow = connections - busy
+    slow_rate = slow / SLOW_THINK_S
     # Idle longer than Nginx's keep-alive timeout (65 s) and a shopper would be disconnected: cap it.
-    think_ms = min(round(connections * 1000 / args.mix_rate), 40_000)
+    think_ms = min(round(busy * 1000 / max(1.0, args.mix_rate - slow_rate)), 40_000)
     access_log = stack.nginx_warm_prefix / "access.log"  # type: ignore[operator]
     offset = access_log.stat().st_size if access_log.exists() else 0
     scenario = Scenario(
@@ -140,7 +202,7 @@ def run_mix(
             "CATEGORIES": str(CATEGORIES),
             "THINK_MS": str(think_ms),
             "RAMP_MS": str(think_ms),
-            "CONNECTIONS": str(connections),
+            "CONNECTIONS": str(busy),
             "THREADS": "2",
         },
     )
@@ -151,9 +213,12 @@ def run_mix(
     started = time.monotonic()
     warmed = warm_catalog(stack.warm)
     log(f"the shop's cache holds the {warmed:,} pages the mix can read ({time.monotonic() - started:.0f} s)")
-    load = load_average()
-    cache_before = app_cache_counts(stack.warm)
-    figures, output = run_wrk(tools, scenario, args.mix_seconds, connections=connections, timeout="30s")
+    with slow_shoppers(stack.nginx_warm, slow) as shoppers:
+        load = load_average()
+        cache_before = app_cache_counts(stack.warm)
+        shoppers.start()
+        figures, output = run_wrk(tools, scenario, args.mix_seconds, connections=busy, timeout="30s")
+        slow_figures = shoppers.finish()
     time.sleep(1)
     cache_after = app_cache_counts(stack.warm)
     app_cache = {result: cache_after[result] - cache_before[result] for result in cache_after}
@@ -182,14 +247,19 @@ def run_mix(
         "seconds": args.mix_seconds,
         "think_ms": think_ms,
         "offered_rps": args.mix_rate,
-        "rps": figures["rps"],
-        "requests": int(figures["requests"]),
+        "busy": busy,
+        "slow": slow_figures,
+        "slow_think_s": SLOW_THINK_S,
+        "rps": figures["rps"] + slow_figures["requests"] / args.mix_seconds,
+        "requests": int(figures["requests"]) + slow_figures["requests"],
         "p50_ms": figures["p50_ms"],
-        "p99_ms": figures["p99_ms"],
+        # The worse of the two clients' p99s: wrk's shoppers and the slow ones are reported apart.
+        "p99_ms": max(figures["p99_ms"], slow_figures["p99_ms"]),
         # Sold-out refusals are answers, counted apart; everything else that is not 2xx failed.
         "sold_out": sum(count for key, count in statuses.items() if key.endswith(" 409")),
         "failed": int(figures["non_2xx"] + figures["socket_errors"])
-        - sum(count for key, count in statuses.items() if key.endswith(" 409")),
+        - sum(count for key, count in statuses.items() if key.endswith(" 409"))
+        + slow_figures["failed"],
         "app_cache": app_cache,
         "app_cache_hit_ratio": app_cache["hit"] / lookups if lookups else None,
         # Each page's first read in the run is a miss unless an earlier scenario read it: how many there were.
@@ -224,9 +294,14 @@ def mix_section(mix: dict[str, Any] | None) -> str:
         return "The many-connections run was skipped (`--mix-seconds 0`)."
     checks = mix_checks(mix)
     lines = [
-        f"{mix['connections']:,} connections through Nginx (TLS) for {mix['seconds']:.0f} s, bench/mix.lua: each "
-        f"connection a shopper waiting {mix['think_ms'] / 2000:.1f} to {mix['think_ms'] * 1.5 / 1000:.1f} s between "
-        f"requests (offered ≈ {mix['offered_rps']:,}/s); 1-minute load average at the start {mix['load']:.1f}. "
+        f"{mix['connections']:,} connections through Nginx (TLS) for {mix['seconds']:.0f} s: "
+        f"{mix.get('busy', mix['connections']):,} busy shoppers (wrk, bench/mix.lua) waiting "
+        f"{mix['think_ms'] / 2000:.1f} to {mix['think_ms'] * 1.5 / 1000:.1f} s between requests, and "
+        f"{mix.get('slow', {}).get('connections', 0):,} slow shoppers (bench/idle_shoppers.py, its reads) waiting "
+        f"{mix.get('slow_think_s', 0) / 2:.0f} to {mix.get('slow_think_s', 0) * 1.5:.0f} s, connected before the "
+        f"run (offered ≈ {mix['offered_rps']:,}/s in all); 1-minute load average at the start {mix['load']:.1f}. "
+        f"The slow shoppers: {mix.get('slow', {}).get('requests', 0):,} reads, p99 "
+        f"{mix.get('slow', {}).get('p99_ms', 0):.0f} ms, {mix.get('slow', {}).get('failed', 0):,} failed. "
         f"Before it, each of the {mix.get('warmed_pages', 0):,} catalog pages the mix can read was read once "
         "from the shop, so its cache is as a shop's in service is (entries live 300 s).",
         "",
