@@ -153,7 +153,9 @@ def test_celery_task_outcomes_and_durations_are_counted(app: Flask) -> None:
 
     durations = REGISTRY.get_sample_value("shop_celery_task_duration_seconds_count", {"task": "ops_test.add"}) or 0
     successes, failures = _tasks("ops_test.add", "success"), _tasks("ops_test.broken", "failure")
-    assert add.apply(args=(2, 3)).get() == 5
+    # `.result`, not `.get()`: eager tasks run at once in threads of earlier tests can leave Celery's
+    # process-wide "inside a task" flag set, and `.get()` then refuses.
+    assert add.apply(args=(2, 3)).result == 5
     assert broken.apply().state == "FAILURE"
     assert _tasks("ops_test.add", "success") == successes + 1
     assert _tasks("ops_test.broken", "failure") == failures + 1
