@@ -167,8 +167,12 @@ def make_buyers(pg: Postgres, jwt_secret: str, count: int) -> list[tuple[int, st
             "SQLALCHEMY_DATABASE_URI": pg.url.replace("postgresql://", "postgresql+psycopg2://"),
             "SQLALCHEMY_ENGINE_OPTIONS": {},
             "JWT_SECRET_KEY": jwt_secret,
+            # In-process parts only, whatever the environment names (CI sets REDIS_URL for its tests).
             "REDIS_URL": None,
             "CACHE_TYPE": "SimpleCache",
+            "CACHE_OPTIONS": {},
+            "RATELIMIT_STORAGE_URI": "memory://",
+            "RATELIMIT_STORAGE_OPTIONS": {},
             "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
         }
     )
