@@ -22,7 +22,7 @@ from shop.orders import catalog, emails, idempotency, statements
 from shop.orders.idempotency import Answer
 from shop.orders.models import Order, OrderStatus
 from shop.products.models import Product
-from shop.users.models import User
+from shop.users.models import Account, User
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,7 +49,7 @@ class InsufficientStock(Conflict):
     pass
 
 
-def place_order(user: User, lines: list[dict[str, int]], *, idempotency_key: str | None = None) -> Answer:
+def place_order(user: Account, lines: list[dict[str, int]], *, idempotency_key: str | None = None) -> Answer:
     """Take stock for every line and write the order, all or nothing; replay a repeated Idempotency-Key.
 
     One short transaction on the session's connection, in SQLAlchemy Core: claim the key, take
@@ -222,7 +222,7 @@ def _with_retries(write: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def orders_query(viewer: User, *, username: str | None = None, status: OrderStatus | None = None) -> Select[Any]:
+def orders_query(viewer: Account, *, username: str | None = None, status: OrderStatus | None = None) -> Select[Any]:
     """Newest first: a customer's own orders; staff see all and may filter by username."""
     query = select(Order).options(selectinload(Order.items)).order_by(Order.created_at.desc(), Order.id.desc())
     if not viewer.is_staff:
@@ -234,7 +234,7 @@ def orders_query(viewer: User, *, username: str | None = None, status: OrderStat
     return query
 
 
-def get_order(viewer: User, order_id: int, *, for_update: bool = False) -> Order:
+def get_order(viewer: Account, order_id: int, *, for_update: bool = False) -> Order:
     """The order if the viewer may see it; another customer's order is not found, not forbidden."""
     query = select(Order).where(Order.id == order_id)
     if for_update:
@@ -245,7 +245,7 @@ def get_order(viewer: User, order_id: int, *, for_update: bool = False) -> Order
     return order
 
 
-def cancel_order(viewer: User, order_id: int) -> Order:
+def cancel_order(viewer: Account, order_id: int) -> Order:
     """Cancel and return every item's stock, in one transaction."""
 
     def write() -> Order:
@@ -267,7 +267,7 @@ def cancel_order(viewer: User, order_id: int) -> Order:
     return order
 
 
-def change_status(viewer: User, order_id: int, status: OrderStatus) -> Order:
+def change_status(viewer: Account, order_id: int, status: OrderStatus) -> Order:
     """Staff move an order one step along pending → paid → shipped → completed."""
 
     def write() -> Order:
