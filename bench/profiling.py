@@ -45,9 +45,9 @@ def profile(stack: Stack, tools: dict[str, str], token: str, seconds: float, out
 # Where a sampled frame's time goes, by the package (or shop module) of the innermost frame that is not
 # the standard library: the profile summed by library, which is what the report states.
 LAYERS = [
-    ("ratelimit", "rate limit (flask-limiter, limits, shop.core.ratelimit)"),
-    ("flask_limiter", "rate limit (flask-limiter, limits, shop.core.ratelimit)"),
-    ("limits", "rate limit (flask-limiter, limits, shop.core.ratelimit)"),
+    ("ratelimit", "rate limit (flask-limiter, limits, shop.infra.ratelimit)"),
+    ("flask_limiter", "rate limit (flask-limiter, limits, shop.infra.ratelimit)"),
+    ("limits", "rate limit (flask-limiter, limits, shop.infra.ratelimit)"),
     ("sqlalchemy", "SQL (SQLAlchemy, psycopg2)"),
     ("psycopg2", "SQL (SQLAlchemy, psycopg2)"),
     ("flask_sqlalchemy", "SQL (SQLAlchemy, psycopg2)"),
