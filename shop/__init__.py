@@ -12,7 +12,7 @@ from shop.infra.app import ShopFlask
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the application: configuration, extensions, blueprints, errors, commands, logging."""
+    """Build the application: configuration, extensions, blueprints, tasks, errors, commands, logging."""
     app = ShopFlask(__name__, instance_relative_config=True, static_folder=None)
     app.config.update(load_config())
     if config:
@@ -20,6 +20,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     configure_logger(app)
     register_extensions(app)
     register_blueprints(app)
+    register_tasks(app)
     register_errorhandlers(app)
     register_commands(app)
     return app
@@ -64,6 +65,11 @@ def register_blueprints(app: Flask) -> None:
 
     for blueprint in (users_blp, token_blp, categories_blp, products_blp, orders_blp, health.blp):
         api.register_blueprint(blueprint)
+
+
+def register_tasks(app: Flask) -> None:
+    """Every feature's Celery tasks, known to the app's Celery app (`celery -A celery_worker` included)."""
+    import shop.orders.tasks  # noqa: F401 - its @shared_task functions register with every Celery app
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -1,4 +1,5 @@
-"""Celery bound to the Flask app: every task runs inside the app context."""
+"""Celery bound to the Flask app: every task runs inside the app context. Knows no feature: the app
+factory imports the features' task modules (`shop.register_tasks`)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,6 @@ def celery_init_app(app: Flask) -> Celery:
         # A forked worker must not share the parent's database connections.
         with app.app_context():
             db.engine.dispose(close=False)
-
-    import shop.orders.tasks  # noqa: F401 - registers the tasks with this app
 
     return celery_app
 
