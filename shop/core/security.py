@@ -101,10 +101,12 @@ def add_security_headers(response: Response) -> Response:
 
 
 def init_security(app: Flask) -> None:
-    """Security headers on every response; CORS on /api/ for CORS_ORIGINS, never with credentials."""
+    """Security headers on every response; CORS on /api/ for CORS_ORIGINS (none: no CORS), never with credentials."""
     from shop.extensions import cors
 
     app.after_request(add_security_headers)
+    if not app.config["CORS_ORIGINS"]:
+        return  # no origin is trusted: flask-cors would inspect every answer to add nothing
     cors.init_app(
         app,
         resources={r"/api/*": {"origins": app.config["CORS_ORIGINS"]}},

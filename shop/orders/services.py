@@ -103,6 +103,27 @@ def _write_order(
         message = f"The order's total would be {total:.2f}; one order holds at most {MAX_ORDER_TOTAL}."
         raise ValidationFailed("The order is too large.", {"json": {"items": [message]}})
     params["amount"] = total = total.quantize(CENT)
+    order_id, item_ids = _insert_order(connection, lines, taken, params)
+    body = render_placed(order_id, username, now, total, lines, taken, item_ids)
+    if key_id is not None:
+        idempotency.record(connection, key_id, 201, body)
+    db.session.commit()
+    changes = [
+        (row.id, row.stock, row.stock_version, row.stock == 0)  # taking q >= 1 crosses zero only by reaching it
+        for row in (taken[line["product_id"]] for line in lines)
+    ]
+    return Placed(order_id, Answer(201, body, replayed=False), changes)
+
+
+def _insert_order(
+    connection: Connection, lines: list[dict[str, int]], taken: dict[int, Row[Any]], params: dict[str, Any]
+) -> tuple[int, dict[int, int]]:
+    """Write the order, its items and its outbox row; answer the order's id and each product's item id."""
+    if connection.dialect.name == "postgresql":
+        for n, line in enumerate(lines):
+            params[f"u{n}"] = taken[line["product_id"]].price
+        rows = connection.execute(statements.write_order(len(lines)), params).all()
+        return rows[0].order_id, {row.product_id: row.item_id for row in rows}
     params["order"] = order_id = connection.execute(statements.INSERT_ORDER, params).scalar_one()
     items = [
         {
@@ -115,15 +136,7 @@ def _write_order(
     ]
     item_ids = {product_id: item_id for item_id, product_id in connection.execute(statements.INSERT_ITEMS, items)}
     connection.execute(statements.INSERT_OUTBOX, params)
-    body = render_placed(order_id, username, now, total, lines, taken, item_ids)
-    if key_id is not None:
-        idempotency.record(connection, key_id, 201, body)
-    db.session.commit()
-    changes = [
-        (row.id, row.stock, row.stock_version, row.stock == 0)  # taking q >= 1 crosses zero only by reaching it
-        for row in (taken[line["product_id"]] for line in lines)
-    ]
-    return Placed(order_id, Answer(201, body, replayed=False), changes)
+    return order_id, item_ids
 
 
 def _refuse(connection: Connection, lines: list[dict[str, int]], taken: dict[int, Row[Any]]) -> NoReturn:
