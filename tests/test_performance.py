@@ -233,3 +233,33 @@ def test_a_token_is_verified_once_while_it_is_valid(app, monkeypatch):
         with shop.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+def test_a_signed_in_request_asks_its_limit_and_its_revocation_in_one_round_trip(
+    redis_shop, private_redis, catalog, round_trips
+):
+    """Before the view: the budget's increment and the token's revocation in one pipeline; a revoked token
+    is still refused on the next request, and an order then costs one more round trip (its stock)."""
+    shop = redis_shop()
+    client = shop.test_client()
+    with shop.app_context():
+        make_user(username="erin", password=PASSWORD)
+    pair = client.post("/api/token/", json={"username": "erin", "password": PASSWORD}).get_json()
+    headers = bearer(pair["access"])
+    assert client.get("/api/users/me/", headers=headers).status_code == 200  # the blocklist's ready marker is set
+
+    answers: list[Any] = []
+    trips = round_trips(lambda: answers.append(client.get("/api/users/me/", headers=headers)))
+    commands = _commands(private_redis, lambda: answers.append(client.get("/api/users/me/", headers=headers)))
+    order = {"items": [{"product_id": catalog[0], "quantity": 1}]}
+    assert client.post("/api/orders/", json=order, headers=headers).status_code == 201  # loads the stock script
+    order_trips = round_trips(lambda: answers.append(client.post("/api/orders/", json=order, headers=headers)))
+
+    assert [answer.status_code for answer in answers] == [200, 200, 201]
+    assert trips == 1
+    assert commands == ["EVALSHA", "MGET"]  # the limit's increment and the revocation, in one pipeline
+    assert order_trips == 2  # the same pipeline, then the order's stock laid over the catalog after the commit
+
+    assert client.post("/api/token/revoke/", json={"refresh": pair["refresh"]}, headers=headers).status_code == 204
+    refused = client.get("/api/users/me/", headers=headers)
+    assert refused.status_code == 401 and "revoked" in refused.get_json()["message"]

@@ -19,6 +19,12 @@ R = TypeVar("R")
 BEARER = Unauthenticated.headers
 # The security requirement an authenticated operation declares in OpenAPI.
 BEARER_SECURITY = [{"bearerAuth": []}]
+# Marks a view that checks the access token (read by hooks that prepare the check before the view).
+GUARDED = "guarded_by_access_token"
+
+
+def checks_token(handler: Any) -> bool:
+    return bool(getattr(handler, GUARDED, False))
 
 
 def unauthorized(message: str) -> tuple[dict[str, Any], int, dict[str, str]]:
@@ -39,6 +45,7 @@ def register_token_handlers(app: Flask) -> None:
     jwt.token_in_blocklist_loader(lambda header, payload: tokens.is_revoked(payload["jti"]))
     jwt.user_identity_loader(lambda user_id: str(user_id))
     jwt.user_lookup_loader(lambda header, payload: tokens.load_active_user(payload))
+    app.before_request(tokens.prefetch_revocation)  # the blocklist asked in the request's Redis round trip
 
 
 def login_required(view: Callable[P, R]) -> Callable[P, R]:
@@ -49,6 +56,7 @@ def login_required(view: Callable[P, R]) -> Callable[P, R]:
         verify_jwt_in_request()
         return view(*args, **kwargs)
 
+    setattr(wrapper, GUARDED, True)
     return wrapper
 
 
@@ -62,6 +70,7 @@ def staff_required(view: Callable[P, R]) -> Callable[P, R]:
             abort(403, message="Staff only.")
         return view(*args, **kwargs)
 
+    setattr(wrapper, GUARDED, True)
     return wrapper
 
 

@@ -5,7 +5,8 @@ Every override here is of a public, documented method or attribute of `flask.Fla
 - `dispatch_request`: sends the request's deferred Redis commands (`shop.infra.roundtrip`) right
   before the view runs, unless the view's handler joins the round trip and sends it itself. The
   handler is found as Flask finds it (the view function, or for a class-based view the method
-  named by the request method, HEAD falling back to GET), once per endpoint and method.
+  named by the request method, HEAD falling back to GET), once per endpoint and method
+  (`view_handler`, which the token check's hook reads too).
 - `session_interface`: the API authenticates with bearer tokens and never reads or writes
   `session`, yet Flask builds a signing serializer and parses the Cookie header on every request
   to open one. Here every request gets Flask's null session (reading is fine, writing raises).
@@ -21,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from inspect import iscoroutinefunction
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, current_app, request
 from flask.sessions import SessionInterface, SessionMixin
 
 from shop.infra import roundtrip
@@ -72,7 +73,7 @@ class ShopFlask(Flask):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._synchronous: dict[Callable[..., Any], bool] = {}
-        self._joining: dict[tuple[str, str], bool] = {}
+        self._handlers: dict[tuple[str, str], Any] = {}
 
     def dispatch_request(self) -> Any:
         if roundtrip.pending() and not self._view_joins_round_trip():
@@ -80,21 +81,29 @@ class ShopFlask(Flask):
         return super().dispatch_request()
 
     def _view_joins_round_trip(self) -> bool:
+        return roundtrip.joins(self.view_handler())
+
+    def view_handler(self) -> Any:
+        """The function that will answer this request: the view, or its class's method for the request's method.
+
+        Found as Flask finds it (HEAD falling back to GET), once per endpoint and method; None when
+        the request matched no route. Hooks read the markers decorators put on it.
+        """
         rule = request.url_rule
         if rule is None or request.routing_exception is not None:
-            return False
+            return None
         key = (rule.endpoint, request.method)
-        joins = self._joining.get(key)
-        if joins is None:
-            view = self.view_functions.get(rule.endpoint)
-            view_class = getattr(view, "view_class", None)
-            handler: Any = view
-            if view_class is not None:
-                handler = getattr(view_class, request.method.lower(), None)
-                if handler is None and request.method == "HEAD":
-                    handler = getattr(view_class, "get", None)
-            joins = self._joining[key] = roundtrip.joins(handler)
-        return joins
+        if key in self._handlers:
+            return self._handlers[key]
+        view = self.view_functions.get(rule.endpoint)
+        view_class = getattr(view, "view_class", None)
+        handler: Any = view
+        if view_class is not None:
+            handler = getattr(view_class, request.method.lower(), None)
+            if handler is None and request.method == "HEAD":
+                handler = getattr(view_class, "get", None)
+        self._handlers[key] = handler
+        return handler
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         # A bound method is made anew on each access: remember the function underneath.
@@ -103,3 +112,8 @@ class ShopFlask(Flask):
         if synchronous is None:
             synchronous = self._synchronous[key] = not iscoroutinefunction(func)
         return func if synchronous else self.async_to_sync(func)
+
+
+def current_handler() -> Any:
+    """The function that will answer the current request (`ShopFlask.view_handler`)."""
+    return cast(ShopFlask, current_app).view_handler()

@@ -20,11 +20,12 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from flask import current_app, has_request_context
-from flask_jwt_extended import JWTManager
+from flask import current_app, has_request_context, request
+from flask_jwt_extended import JWTManager, decode_token
 
 # Tokens remembered per process: a few thousand shoppers per worker, each token a few hundred bytes.
 VERIFIED_TOKENS = 10_000
+_BEARER_CLAIMS = "shop.jwt.bearer_claims"
 
 
 class OnceJWTManager(JWTManager):
@@ -62,3 +63,23 @@ def _still_valid(claims: dict[str, Any], allow_expired: bool, leeway: Any) -> bo
     if "nbf" in claims and claims["nbf"] > now + seconds:
         return False
     return allow_expired or "exp" not in claims or claims["exp"] > now - seconds
+
+
+def bearer_claims() -> dict[str, Any] | None:
+    """The claims of this request's bearer token when it verifies (signature, expiry), else None; once a request.
+
+    For the hooks that run before the view (the rate limit's key, the revocation check's prefetch):
+    the view still checks the token fully (revocation, the user, its type).
+    """
+    environ = request.environ
+    if _BEARER_CLAIMS in environ:
+        return environ[_BEARER_CLAIMS]
+    header = environ.get("HTTP_AUTHORIZATION")
+    claims = None
+    if header and header.startswith("Bearer "):
+        try:
+            claims = decode_token(header[7:])
+        except Exception:  # noqa: BLE001 - any bad token: no claims (the view answers 401)
+            claims = None
+    environ[_BEARER_CLAIMS] = claims
+    return claims

@@ -54,7 +54,6 @@ from typing import Any
 
 from apispec import BasePlugin
 from flask import Flask, Response, current_app, request
-from flask_jwt_extended import decode_token
 from flask_limiter import Limiter
 from flask_smorest import abort
 from limits import RateLimitItem, parse
@@ -66,6 +65,7 @@ from werkzeug.exceptions import HTTPException
 
 from shop.core.metrics import RATE_LIMIT_FALLBACKS
 from shop.infra import roundtrip
+from shop.infra.jwt import bearer_claims
 
 logger = logging.getLogger(__name__)
 
@@ -124,21 +124,10 @@ def client_ip() -> str:
 
 def bearer_subject() -> str | None:
     """The user id in a valid access token (signature and expiry checked), or None; the view still checks it fully."""
-    header = request.environ.get("HTTP_AUTHORIZATION")
-    if not header or not header.startswith("Bearer "):
-        return None
-    memo = _memo()
-    if "subject" in memo:
-        return memo["subject"]
-    subject = None
-    try:
-        claims = decode_token(header[7:])
-    except Exception:  # noqa: BLE001 - any bad token counts as anonymous here
-        claims = None
+    claims = bearer_claims()
     if claims and claims.get("type") == "access":
-        subject = str(claims["sub"])
-    memo["subject"] = subject
-    return subject
+        return str(claims["sub"])
+    return None
 
 
 def rate_limit_key() -> str:

@@ -7,14 +7,18 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from flask import current_app
+from flask import current_app, has_request_context, request
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 from sqlalchemy import Integer, Select, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
+from shop.core.auth import checks_token
 from shop.core.errors import Unauthenticated
 from shop.core.time import utcnow
 from shop.extensions import cache, db
+from shop.infra import roundtrip
+from shop.infra.app import current_handler
+from shop.infra.jwt import bearer_claims
 from shop.users.models import Account, RevokedToken, User
 
 logger = logging.getLogger(__name__)
@@ -24,6 +28,8 @@ _READY_KEY = "revoked:ready"
 # A revocation of this process could not be copied to Redis (a timeout, an outage): until the ready
 # marker is dropped, other processes would trust a Redis that lacks it.
 _redis_missed_a_revocation = False
+# What the request's round trip answered for its token: (jti, [revoked, ready] or the error).
+_PREFETCHED = "shop.tokens.revocation"
 
 
 class TokenRejected(Unauthenticated):
@@ -66,7 +72,11 @@ def is_revoked(jti: str) -> bool:
             if _redis_missed_a_revocation:
                 cache.delete(_READY_KEY)  # every process refills Redis from the database on its next check
                 _redis_missed_a_revocation = False
-            revoked, ready = cache.get_many(f"revoked:{jti}", _READY_KEY)
+            prefetched = request.environ.get(_PREFETCHED) if has_request_context() else None
+            if prefetched is not None and prefetched[0] == jti and not isinstance(prefetched[1], Exception):
+                revoked, ready = (value is not None for value in prefetched[1])
+            else:
+                revoked, ready = cache.get_many(f"revoked:{jti}", _READY_KEY)
             if revoked:
                 return True
             if ready:
@@ -75,6 +85,30 @@ def is_revoked(jti: str) -> bool:
         except Exception:  # noqa: BLE001 - Redis down: the database answers instead
             logger.warning("token blocklist cache unavailable; checking the database")
     return db.session.get(RevokedToken, jti) is not None
+
+
+def prefetch_revocation() -> None:
+    """Before a view that checks the access token: its revocation asked in the request's Redis round trip.
+
+    The keys and values are the cache's (`revoked:<jti>` and the ready marker, under
+    CACHE_KEY_PREFIX); `is_revoked` reads the answer instead of a round trip of its own, and asks
+    Redis itself when there is none (another token, Redis failed, no hook ran).
+    """
+    if not _redis_backed() or _redis_missed_a_revocation or not checks_token(current_handler()):
+        return
+    claims = bearer_claims()
+    if not claims or "jti" not in claims:
+        return
+    config = current_app.config
+    client = roundtrip.client(current_app, config["REDIS_URL"], config.get("CACHE_OPTIONS") or {})
+    prefix = config.get("CACHE_KEY_PREFIX", "")
+    jti = claims["jti"]
+    environ = request.environ
+
+    def answered(answer: Any) -> None:
+        environ[_PREFETCHED] = (jti, answer)
+
+    roundtrip.defer(client, answered, "MGET", f"{prefix}revoked:{jti}", prefix + _READY_KEY)
 
 
 def load_active_user(claims: dict[str, Any]) -> Account | None:
