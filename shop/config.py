@@ -196,7 +196,11 @@ def _engine_options(database_url: str, env: dict[str, str]) -> dict[str, Any]:
         return {}
     statement_timeout_ms = _int(env, "DB_STATEMENT_TIMEOUT_MS", 5000)
     return {
-        "pool_pre_ping": True,
+        # Off by default: a ping is one more round trip on every request that uses the database. A
+        # connection found dead answers that one request 503 (safe to retry) and SQLAlchemy drops
+        # every pooled connection older than the failure, so a restart costs a worker one request.
+        "pool_pre_ping": _bool(env.get("DB_POOL_PRE_PING"), False),
+        "pool_recycle": _int(env, "DB_POOL_RECYCLE_SECONDS", 1800),
         "pool_size": _int(env, "DB_POOL_SIZE", 5),
         "max_overflow": _int(env, "DB_MAX_OVERFLOW", 5),
         "pool_timeout": _int(env, "DB_POOL_TIMEOUT", 5),

@@ -46,13 +46,7 @@ def app_config(**overrides: Any) -> dict[str, Any]:
     }
     if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         # The concurrency tests run up to 200 requests at once in threads of this process.
-        # Pre-ping as in production: the fault tests restart PostgreSQL under this pool.
-        config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "pool_size": 20,
-            "max_overflow": 30,
-            "pool_timeout": 60,
-            "pool_pre_ping": True,
-        }
+        config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_size": 20, "max_overflow": 30, "pool_timeout": 60}
     config.update(overrides)
     return config
 

@@ -42,6 +42,17 @@ def test_services_from_the_environment():
     assert config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds() == 300
 
 
+def test_pooled_connections_are_pinged_only_when_asked():
+    postgres = {"DATABASE_URL": "postgresql://u@db:5432/shop"}
+
+    default = load_config(postgres)["SQLALCHEMY_ENGINE_OPTIONS"]
+    asked = load_config({**postgres, "DB_POOL_PRE_PING": "true", "DB_POOL_RECYCLE_SECONDS": "60"})
+
+    assert default["pool_pre_ping"] is False and default["pool_recycle"] == 1800
+    assert asked["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True
+    assert asked["SQLALCHEMY_ENGINE_OPTIONS"]["pool_recycle"] == 60
+
+
 def test_production_without_secrets_is_refused():
     with pytest.raises(ConfigError, match="SECRET_KEY and JWT_SECRET_KEY"):
         load_config({"APP_ENV": "production"})
