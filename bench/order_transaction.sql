@@ -1,6 +1,6 @@
 -- pgbench script: the SQL of one order (two products, an Idempotency-Key), statement for statement as
--- the shop sends it (simple protocol, like psycopg2; the pool's pre-ping SELECT 1 left out, and the
--- token's revocation check, which Redis answers). One transaction: the token check reads the buyer,
+-- the shop sends it (simple protocol, like psycopg2; the token's revocation check left out, which
+-- Redis answers). One transaction: the token check reads the buyer,
 -- then the order claims its key (inserting only when it takes the key's advisory lock), takes both
 -- lines' stock in one UPDATE (rows locked in id order by its CTE, which leaves alone rows it cannot
 -- take), inserts the order, both items and the email's outbox row in one statement (data-modifying
