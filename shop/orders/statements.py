@@ -19,13 +19,12 @@ from sqlalchemy import (
     Update,
     bindparam,
     case,
-    column,
     insert,
     literal,
     select,
     true,
+    union_all,
     update,
-    values,
 )
 
 from shop.orders.models import EmailOutbox, Order, OrderItem, OrderStatus
@@ -145,18 +144,18 @@ def write_order(lines: int) -> Select[Any]:
     INSERT_ITEMS and INSERT_OUTBOX, the same rows.)
     """
     order = INSERT_ORDER.cte("placed")
-    wanted = values(
-        column("product_id", Integer), column("quantity", Integer), column("unit_price", Numeric(10, 2)), name="line"
-    ).data(
-        [
-            (
-                bindparam(f"p{n}", type_=Integer),
-                bindparam(f"q{n}", type_=Integer),
-                bindparam(f"u{n}", type_=Numeric(10, 2)),
+    # The lines as rows: a UNION ALL of one-row SELECTs (a VALUES list is not cacheable, so SQLAlchemy
+    # would compile the whole statement again for every order).
+    wanted = union_all(
+        *(
+            select(
+                bindparam(f"p{n}", type_=Integer).label("product_id"),
+                bindparam(f"q{n}", type_=Integer).label("quantity"),
+                bindparam(f"u{n}", type_=Numeric(10, 2)).label("unit_price"),
             )
             for n in range(lines)
-        ]
-    )
+        )
+    ).subquery("line")
     item_columns = ["order_id", "product_id", "quantity", "unit_price"]
     item_rows = select(order.c.id, wanted.c.product_id, wanted.c.quantity, wanted.c.unit_price).select_from(
         order.join(wanted, true())
