@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import flask_jwt_extended.jwt_manager as manager
+import flask_jwt_extended.utils as jwt_utils
 import pytest
 from flask import Flask, session
 from flask_jwt_extended import create_access_token
@@ -207,6 +208,14 @@ def test_a_token_is_verified_once_while_it_is_valid(app, monkeypatch):
         return original(**kwargs)
 
     monkeypatch.setattr(manager, "_decode_jwt", counted)
+    headers_parsed: list[str] = []
+    original_header = jwt_utils.get_unverified_jwt_headers
+
+    def counted_header(encoded_token: str) -> dict[str, Any]:
+        headers_parsed.append(encoded_token)
+        return original_header(encoded_token)
+
+    monkeypatch.setattr("shop.infra.jwt.get_unverified_jwt_headers", counted_header)
     limits = {"RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "memory://", "RATELIMIT_STORAGE_OPTIONS": {}}
     shop = create_app(app_config(**limits))
     try:
@@ -222,6 +231,7 @@ def test_a_token_is_verified_once_while_it_is_valid(app, monkeypatch):
         forged = client.get("/api/users/me/", headers=bearer(token[:-2] + "xx"))
         assert first.status_code == second.status_code == 200 and second.get_json()["username"] == "dora"
         assert decoded.count(token) == 1
+        assert headers_parsed.count(token) == 1  # its header parsed once too
         assert forged.status_code == 401
 
         assert client.get("/api/users/me/", headers=bearer(short)).status_code == 200

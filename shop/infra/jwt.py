@@ -11,6 +11,13 @@ configured leeway) and `nbf` hold; past them, or for a token that fails, the lib
 and raises its own error. What is per request stays per request: the blocklist (revocation) and the
 user's lookup (deactivation) run on every request as before. Checked by tests/test_performance.py.
 Upgrade risk: a renamed or re-signatured private method makes that test fail, not the shop silently slow.
+
+The same for the token's header: after verifying, `verify_jwt_in_request` parses the token once
+more to keep its header (`get_unverified_jwt_headers`, which base64-decodes and validates every
+segment character by character: about 5% of an order's worker CPU). The function is looked up by
+name in `flask_jwt_extended.view_decorators`, its only caller, so that name is pointed at a
+remembering copy: the header of a token is parsed once per process (bounded as above). It is
+called only for tokens that verified, so only those are remembered.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import flask_jwt_extended.view_decorators as view_decorators
 from flask import current_app, has_request_context, request
 from flask_jwt_extended import JWTManager, decode_token
+from flask_jwt_extended.utils import get_unverified_jwt_headers
 
 # Tokens remembered per process: a few thousand shoppers per worker, each token a few hundred bytes.
 VERIFIED_TOKENS = 10_000
@@ -83,3 +92,25 @@ def bearer_claims() -> dict[str, Any] | None:
             claims = None
     environ[_BEARER_CLAIMS] = claims
     return claims
+
+
+_headers: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_headers_lock = threading.Lock()
+
+
+def remembered_headers(encoded_token: str) -> dict[str, Any]:
+    """`get_unverified_jwt_headers`, parsing a given token's header once per process."""
+    with _headers_lock:
+        header = _headers.get(encoded_token)
+        if header is not None:
+            _headers.move_to_end(encoded_token)
+            return dict(header)
+    header = get_unverified_jwt_headers(encoded_token)
+    with _headers_lock:
+        _headers[encoded_token] = header
+        if len(_headers) > VERIFIED_TOKENS:
+            _headers.popitem(last=False)
+    return dict(header)
+
+
+view_decorators.get_unverified_jwt_headers = remembered_headers
