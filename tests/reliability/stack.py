@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -313,32 +312,35 @@ def register_buyers(base: str, count: int, verify: Any = None, prefix: str = "bu
 
 # ---- the app's own log ------------------------------------------------------------------------
 
-_STATUS = re.compile(r'"status": (\d{3})')
-
 
 def server_errors_in_logs(texts: list[str], allowed: frozenset[int] = frozenset()) -> list[str]:
     """Access lines with a 5xx status not in `allowed`, and unhandled exceptions, from the app logs."""
     bad = []
     for text in texts:
         for line in text.splitlines():
-            if "Exception on " in line or '"level": "CRITICAL"' in line:
+            record = _json_line(line)
+            if "Exception on " in line or record.get("level") == "CRITICAL":
                 bad.append(line)
                 continue
-            if '"logger": "shop.access"' not in line:
+            if record.get("logger") != "shop.access":
                 continue
-            match = _STATUS.search(line)
-            if match and int(match.group(1)) >= 500 and int(match.group(1)) not in allowed:
+            status = record.get("status")
+            if isinstance(status, int) and status >= 500 and status not in allowed:
                 bad.append(line)
     return bad
 
 
+def _json_line(line: str) -> dict[str, Any]:
+    """A JSON log line as a dict ({} for any other line: gunicorn's own, a traceback's)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def access_lines(text: str) -> list[dict[str, Any]]:
-    lines = []
-    for line in text.splitlines():
-        if '"logger": "shop.access"' in line:
-            with suppress(ValueError):
-                lines.append(json.loads(line))
-    return lines
+    return [record for line in text.splitlines() if (record := _json_line(line)).get("logger") == "shop.access"]
 
 
 _STANDARD = {"requests", "by_kind", "statuses", "client_errors", "orders", "seconds", "recovery_s"}
