@@ -76,7 +76,7 @@ HEADER_COMPONENTS: dict[str, dict[str, Any]] = {
         "description": "RFC 8288 links to the first, previous, next and last pages (those that exist), "
         "with the request's page size and filters.",
         "schema": {"type": "string"},
-        "example": '</api/products/?page_size=20&page=1>; rel="first", </api/products/?page_size=20&page=2>; rel="next"',
+        "example": '</api/products/?page_size=20&page=2>; rel="next", </api/products/?page_size=20&page=9>; rel="last"',
     },
     "IDEMPOTENT_REPLAYED": {
         "description": "`true` when this is the stored answer to an earlier request with the same Idempotency-Key.",

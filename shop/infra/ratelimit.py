@@ -15,8 +15,9 @@ when new, answer `{count, pttl}`) deferred into the request's Redis round trip
 together, without either knowing the other. The answer decides: over the limit, a `429` in the
 common error body with `Retry-After`; every answer carries `X-RateLimit-Limit`, `-Remaining` and
 `-Reset`, and no other answer `Retry-After` (it means "wait", on a 429 or a 503 only). The
-counters' keys are flask-limiter's (`LIMITS:LIMITER/<key>/api/<amount>/<n>/<unit>`), so both agree on a key's meaning. Redis down (or a timeout): the check is served by in-process
-counters (`limits`' MemoryStorage, per process, still limiting), counted in
+counters' keys are flask-limiter's (`LIMITS:LIMITER/<key>/api/<amount>/<n>/<unit>`), so both
+agree on a key's meaning. Redis down (or a timeout): the check is served by in-process counters
+(`limits`' MemoryStorage, per process, still limiting), counted in
 `shop_rate_limit_fallbacks_total` and logged, and Redis is tried again after
 `RATELIMIT_RETRY_SECONDS` (1 s), so an outage costs at most one socket timeout per process a second.
 Without Redis (`memory://`) the same in-process counters are the store.
