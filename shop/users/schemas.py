@@ -14,7 +14,8 @@ USERNAME = [
     validate.Length(min=3, max=150),
     Pattern(r"^[\w.@+-]+$", error="Use letters, digits and @.+-_ only."),
 ]
-PHONE = Pattern(r"^\+?[0-9 ()-]{4,15}$", error="Not a phone number.")
+# The column holds 15 characters, a leading + included.
+PHONE = [validate.Length(max=15), Pattern(r"^\+?[0-9 ()-]{4,15}$", error="Not a phone number.")]
 EMAIL_LENGTH = validate.Length(max=254)
 NAME_LENGTH = validate.Length(max=150)
 # At least 8 characters, not all digits (the document states both; "not the username" it cannot).
@@ -75,7 +76,7 @@ REGISTRATION_EXAMPLE = {
     "password2": "securepassword123",
     "first_name": "John",
     "last_name": "Doe",
-    "phone_number": "+44 20 7946 0958",
+    "phone_number": "+1 555 0100",
 }
 
 
