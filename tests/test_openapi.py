@@ -304,7 +304,7 @@ def test_every_request_body_has_an_example_the_schema_accepts(document):
     from openapi_schema_validator import OAS30Validator
 
     bodies = 0
-    for method, path, operation in operations(document):
+    for _, _, operation in operations(document):
         if "requestBody" not in operation:
             continue
         content = operation["requestBody"]["content"]["application/json"]
