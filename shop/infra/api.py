@@ -300,7 +300,7 @@ class Blueprint(flask_smorest.Blueprint):
             handler = getattr(getattr(view, "view_class", None), request.method.lower(), view)
             found: list[str] = []
             for argument in getattr(handler, "_apidoc", {}).get("arguments", {}).get("parameters", []):
-                if argument.get("location") == "query":
+                if argument.get("in") == "query":
                     schema = argument["schema"]
                     schema = schema() if isinstance(schema, type) else schema
                     found += [field.data_key or name for name, field in schema.fields.items() if not field.dump_only]
