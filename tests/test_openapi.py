@@ -321,3 +321,17 @@ def test_every_operation_has_a_summary_and_a_described_tag(document):
     for method, path, operation in operations(document):
         assert operation.get("summary"), (method, path)
         assert operation["tags"] and set(operation["tags"]) <= set(tags), (method, path)
+
+
+def test_creations_link_to_the_operations_on_what_they_created(document):
+    by_id = {operation["operationId"]: (path, operation) for _, path, operation in operations(document)}
+    linked = {}
+    for _, _, operation in operations(document):
+        for link in operation["responses"].get("201", {}).get("links", {}).values():
+            path, _ = by_id[link["operationId"]]
+            assert {"{" + name + "}" for name in link["parameters"]} <= set(re.findall(r"\{[^}]+\}", path))
+            linked.setdefault(operation["operationId"], set()).add(link["operationId"])
+
+    assert linked["placeOrder"] == {"readOrder", "cancelOrder", "changeOrderStatus"}
+    assert {"readProduct", "hideProduct", "adjustProductStock"} <= linked["createProduct"]
+    assert {"readCategory", "deleteCategory"} <= linked["createCategory"]

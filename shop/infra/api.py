@@ -232,6 +232,18 @@ def enum_as_component(converter: Any, field: ma.fields.Field, ret: dict[str, Any
     return {"allOf": [reference], **besides} if besides else reference
 
 
+def links_from_created(parameter: str, *operation_ids: str) -> dict[str, Any]:
+    """OpenAPI links from a 201 to the operations on what it created, by its `id` (for `blp.doc`).
+
+    A client (and the fuzz's stateful phase) learns from them which calls follow a creation.
+    """
+    links = {
+        operation_id: {"operationId": operation_id, "parameters": {parameter: "$response.body#/id"}}
+        for operation_id in operation_ids
+    }
+    return {"responses": {201: {"links": links}}}  # the status as flask-smorest keys it, to merge
+
+
 class DocumentedResponses(BasePlugin):
     """A `ResponseSchema`'s fields all `required` and `readOnly`: the server always sends them."""
 

@@ -11,7 +11,7 @@ from flask_smorest import abort
 
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE, page_of
-from shop.infra.api import Blueprint
+from shop.infra.api import Blueprint, links_from_created
 from shop.orders import emails, services
 from shop.orders.models import Order
 from shop.orders.schemas import (
@@ -39,7 +39,9 @@ REPLAYED = {"Idempotent-Replayed": "true"}
 
 @blp.route("/")
 class Orders(MethodView):
-    @blp.doc(operationId="placeOrder")
+    @blp.doc(
+        operationId="placeOrder", **links_from_created("order_id", "readOrder", "cancelOrder", "changeOrderStatus")
+    )
     @auth(blp)
     @blp.arguments(IdempotencyHeaderSchema, location="headers", as_kwargs=True)
     @blp.arguments(OrderCreateSchema, example=ORDER_EXAMPLE)

@@ -15,7 +15,7 @@ from flask.views import MethodView
 
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE
-from shop.infra.api import Blueprint
+from shop.infra.api import Blueprint, links_from_created
 from shop.products import services
 from shop.products.cache import cached_response
 from shop.products.models import Category, Product
@@ -69,7 +69,10 @@ class Categories(MethodView):
         """List categories"""
         return services.list_categories(pagination_parameters)
 
-    @categories_blp.doc(operationId="createCategory")
+    @categories_blp.doc(
+        operationId="createCategory",
+        **links_from_created("category_id", "readCategory", "updateCategory", "deleteCategory"),
+    )
     @auth(categories_blp, staff=True)
     @categories_blp.arguments(CategoryCreateSchema, example=CATEGORY_EXAMPLE)
     @categories_blp.response(201, CategorySchema)
@@ -118,7 +121,12 @@ class Products(MethodView):
         """List products, filtered and ordered"""
         return json_bytes(services.list_products(filters, pagination_parameters))
 
-    @products_blp.doc(operationId="createProduct")
+    @products_blp.doc(
+        operationId="createProduct",
+        **links_from_created(
+            "product_id", "readProduct", "replaceProduct", "updateProduct", "hideProduct", "adjustProductStock"
+        ),
+    )
     @auth(products_blp, staff=True)
     @products_blp.arguments(ProductCreateSchema, example=PRODUCT_EXAMPLE)
     @products_blp.response(201, ProductSchema)
