@@ -102,7 +102,14 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "OPENAPI_REDOC_PATH": "/redoc/",
         "OPENAPI_REDOC_URL": "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
         "API_SPEC_OPTIONS": {
-            "info": {"description": "A high-load e-commerce API: users, catalog and orders."},
+            "info": {
+                "description": "A high-load e-commerce API: users, catalog and orders.\n\n"
+                "Authenticate with `POST /api/token/` and send `Authorization: Bearer <access>`. JSON in "
+                'and out; money is a decimal string (`"25.99"`). Lists are paginated with `page` and '
+                "`page_size` and say where they are in `X-Pagination` and `Link`. Every error has the one "
+                "`Error` body; a `422` lists field errors under `json`, `query` or `headers`. A `429` or "
+                "`503` says in `Retry-After` when to try again. The shop's reference is its docs/api.md."
+            },
             "components": {
                 "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
             },

@@ -9,7 +9,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-from shop.infra.api import ShopApi
+from shop.infra.api import DocumentedResponses, ShopApi
 from shop.infra.jwt import OnceJWTManager
 from shop.infra.ratelimit import RateLimitedResponses, limiter
 
@@ -29,7 +29,8 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate(render_as_batch=True)
-api = ShopApi(spec_kwargs={"extra_plugins": [RateLimitedResponses()]})  # 429 documented where limits apply
+# 429 and the rate limit's headers documented where limits apply; response fields documented as always sent.
+api = ShopApi(spec_kwargs={"extra_plugins": [DocumentedResponses(), RateLimitedResponses()]})
 jwt = OnceJWTManager()  # a request decodes its token once, for the limiter and the view
 cache = Cache()
 cors = CORS()

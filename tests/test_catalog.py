@@ -349,7 +349,7 @@ def test_unknown_category_is_422(client, staff_headers, category):
         client.post("/api/products/", json=new_product(category_id=category.id + 1), headers=staff_headers), 422
     )
 
-    assert "category_id" in body["errors"]
+    assert "category_id" in body["errors"]["json"]
 
 
 def test_missing_fields_are_422(client, staff_headers):
@@ -376,7 +376,7 @@ def test_patch_moves_a_product_to_another_category(client, staff_headers, mouse,
     body = assert_error(
         client.patch(f"/api/products/{mouse.id}/", json={"category_id": office.id + 1}, headers=staff_headers), 422
     )
-    assert "category_id" in body["errors"]
+    assert "category_id" in body["errors"]["json"]
 
 
 def test_put_replaces_every_field_and_requires_them_all(client, staff_headers, mouse, category):
@@ -440,13 +440,13 @@ def test_staff_manage_categories(client, staff_headers):
 
 def test_category_names_are_unique(client, staff_headers, category):
     body = assert_error(client.post("/api/categories/", json={"name": "Accessories"}, headers=staff_headers), 422)
-    assert "name" in body["errors"]
+    assert "name" in body["errors"]["json"]
 
     other = client.post("/api/categories/", json={"name": "Other"}, headers=staff_headers).get_json()
     body = assert_error(
         client.patch(f"/api/categories/{other['id']}/", json={"name": "Accessories"}, headers=staff_headers), 422
     )
-    assert "name" in body["errors"]
+    assert "name" in body["errors"]["json"]
     renamed = client.patch(f"/api/categories/{other['id']}/", json={"name": "Other"}, headers=staff_headers)
     assert renamed.status_code == 200
 

@@ -679,7 +679,7 @@ def test_a_reader_racing_a_write_never_overwrites_the_newer_stock(cached):
             db.session.commit()
             stock_changed([(ids["desk"], 4, read_version + 1, False)])
 
-        entry = Entry(state, False, [ids["desk"]], etag_of(pagination, template), pagination, template)
+        entry = Entry(state, False, [ids["desk"]], etag_of(pagination, template), pagination, "", template)
         store.store(key, entry, [(ids["desk"], 5, read_version, False)])  # older version: refused
         again, _ = store.lookup(key)
 
@@ -704,7 +704,7 @@ def test_a_global_write_racing_a_reader_is_not_served_stale_either(cached):
             db.session.commit()
             catalog_changed()
         template = template_of(old.get_data(), 5)
-        entry = Entry(state, False, [ids["desk"]], etag_of("", template), "", template)
+        entry = Entry(state, False, [ids["desk"]], etag_of("", template), "", "", template)
         store.store("catalog:product:racing", entry, [])
         again, _ = store.lookup("catalog:product:racing")
 

@@ -73,8 +73,8 @@ def test_username_and_email_are_unique_email_ignoring_case(client, user):
     same_name = client.post("/api/users/", json={**C1_REQUEST, "username": "alice"})
     same_email = client.post("/api/users/", json={**C1_REQUEST, "email": "ALICE@Example.com"})
 
-    assert same_name.status_code == 422 and "username" in same_name.get_json()["errors"]
-    assert same_email.status_code == 422 and "email" in same_email.get_json()["errors"]
+    assert same_name.status_code == 422 and "username" in same_name.get_json()["errors"]["json"]
+    assert same_email.status_code == 422 and "email" in same_email.get_json()["errors"]["json"]
 
 
 def test_concurrent_registrations_of_one_name_give_one_201_and_422s(app):
@@ -124,7 +124,7 @@ def test_profile_refuses_fields_a_user_may_not_set(client, user_headers, app, fi
 def test_profile_email_taken_by_another_user_is_422(client, user_headers, staff):
     response = client.patch("/api/users/me/", headers=user_headers, json={"email": "BOSS@example.com"})
 
-    assert response.status_code == 422 and "email" in response.get_json()["errors"]
+    assert response.status_code == 422 and "email" in response.get_json()["errors"]["json"]
 
 
 def test_password_change(client, user_headers):

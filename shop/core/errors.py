@@ -32,7 +32,16 @@ class Unauthenticated(ShopError):
 
 
 class ValidationFailed(ShopError):
+    """A request value breaks a rule no schema can state (taken, unknown, mismatched): 422.
+
+    Its field errors go under the location of the request they were found in, as the schema's own
+    (webargs') are: `{"json": {"email": ["…"]}}`, `{"headers": {"Idempotency-Key": ["…"]}}`.
+    """
+
     status = 422
+
+    def __init__(self, message: str, errors: dict[str, Any] | None = None, location: str = "json") -> None:
+        super().__init__(message, {location: errors} if errors else None)
 
 
 class NotFound(ShopError):

@@ -5,24 +5,41 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, current_app
+from marshmallow import fields
 from sqlalchemy import text
 
 from shop.core.errors import error_response
+from shop.core.schemas import ResponseSchema
 from shop.extensions import db
 from shop.infra.api import Blueprint
 
-blp = Blueprint("health", __name__, description="Operations: health and readiness")
+blp = Blueprint(
+    "health",
+    __name__,
+    description="Operations: liveness, readiness and Prometheus metrics (never rate limited).",
+)
+
+
+class HealthSchema(ResponseSchema):
+    status = fields.String(metadata={"example": "ok"})
+
+
+class ReadinessSchema(ResponseSchema):
+    status = fields.String(metadata={"example": "ready"})
+    checks = fields.List(fields.String(), metadata={"description": "The dependencies checked, all answering."})
 
 
 @blp.route("/healthz")
-@blp.response(200)
+@blp.doc(operationId="checkLiveness")
+@blp.response(200, HealthSchema)
 def healthz() -> dict[str, str]:
     """Liveness: 200 while the process serves"""
     return {"status": "ok"}
 
 
 @blp.route("/readyz")
-@blp.response(200)
+@blp.doc(operationId="checkReadiness")
+@blp.response(200, ReadinessSchema)
 @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def readyz() -> Any:
     """Readiness: 200 when the database, Redis and the broker (where configured) answer"""
@@ -61,7 +78,8 @@ def _check_broker() -> None:
 
 
 @blp.route("/metrics")
-@blp.response(200, content_type="text/plain")
+@blp.doc(operationId="readMetrics")
+@blp.response(200, {"type": "string"}, content_type="text/plain")
 def metrics() -> Response:
     """Prometheus metrics, counted across every worker process"""
     from shop.core.metrics import render_metrics

@@ -13,6 +13,7 @@ from flask import Flask, Response, current_app, request
 EXPOSED_HEADERS = [
     "ETag",
     "X-Pagination",
+    "Link",
     "Retry-After",
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",

@@ -14,9 +14,10 @@ when new, answer `{count, pttl}`) deferred into the request's Redis round trip
 (`shop.infra.roundtrip`), so a cached catalog page sends the increment and the page lookup
 together, without either knowing the other. The answer decides: over the limit, a `429` in the
 common error body with `Retry-After`; every answer carries `X-RateLimit-Limit`, `-Remaining` and
-`-Reset`. The counters' keys are flask-limiter's (`LIMITS:LIMITER/<key>/api/<amount>/<n>/<unit>`),
-so both agree on a key's meaning. Redis down (or a timeout): the check is served by in-process
-counters (`limits`' MemoryStorage, per process, still limiting), counted in
+`-Reset`, and no other answer `Retry-After` (it means "wait", on a 429 or a 503 only). The
+counters' keys are flask-limiter's (`LIMITS:LIMITER/<key>/api/<amount>/<n>/<unit>`), so both
+agree on a key's meaning. Redis down (or a timeout): the check is served by in-process counters
+(`limits`' MemoryStorage, per process, still limiting), counted in
 `shop_rate_limit_fallbacks_total` and logged, and Redis is tried again after
 `RATELIMIT_RETRY_SECONDS` (1 s), so an outage costs at most one socket timeout per process a second.
 Without Redis (`memory://`) the same in-process counters are the store.
@@ -65,10 +66,13 @@ from werkzeug.exceptions import HTTPException
 
 from shop.core.metrics import RATE_LIMIT_FALLBACKS
 from shop.infra import roundtrip
+from shop.infra.api import HEADERS, RATE_LIMIT_HEADERS
 from shop.infra.jwt import bearer_claims
 
 logger = logging.getLogger(__name__)
 
+# The answers that tell a client to wait, the only ones with a Retry-After.
+RETRY_STATUSES = frozenset({429, 503})
 TOO_MANY = "Too many requests: wait the number of seconds in Retry-After, then try again."
 # Blueprints whose routes no limit applies to: probes and scrapes must never be refused.
 EXEMPT_BLUEPRINTS = frozenset({"health"})
@@ -269,7 +273,7 @@ class RateLimits:
             abort(429, message=TOO_MANY, headers={"Retry-After": str(max(1, math.ceil(reset - time.time())))})
 
     def add_headers(self, response: Response) -> Response:
-        """X-RateLimit-Limit, -Remaining, -Reset and Retry-After on every answer the budget counted."""
+        """X-RateLimit-Limit, -Remaining and -Reset on every answer the budget counted (a 429 has its Retry-After)."""
         window = request.environ.get(_WINDOW)
         if window is None:
             if not roundtrip.pending():
@@ -284,8 +288,6 @@ class RateLimits:
         headers.add("X-RateLimit-Limit", str(window[0]))
         headers.add("X-RateLimit-Remaining", str(window[1]))
         headers.add("X-RateLimit-Reset", str(math.ceil(window[2])))
-        if "Retry-After" not in headers:  # as flask-limiter: when the window starts again (a 503 keeps its own)
-            headers.add("Retry-After", str(max(1, math.ceil(window[2] - time.time()))))
         return response
 
 
@@ -304,6 +306,19 @@ def _on_credential_views(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return only_there
 
 
+def _retry_after_only_when_refused(hook: Callable[[Response], Response]) -> Callable[[Response], Response]:
+    """flask-limiter's header writer, without the Retry-After it puts on every answer: only a 429 or 503 keeps it."""
+
+    @wraps(hook)
+    def writer(response: Response) -> Response:
+        response = hook(response)
+        if response.status_code not in RETRY_STATUSES:
+            response.headers.pop("Retry-After", None)
+        return response
+
+    return writer
+
+
 def init_rate_limits(app: Flask) -> None:
     """The API budget's hooks (none when RATELIMIT_ENABLED is off), and flask-limiter for the credential views."""
     limiter.init_app(app)
@@ -312,9 +327,13 @@ def init_rate_limits(app: Flask) -> None:
     hooks = app.before_request_funcs.get(None, [])
     hooks[:] = [hook for hook in hooks if getattr(hook, "__self__", None) is not limiter]
     # Its header writer and context release only matter where it checked a limit: on credential views.
-    for registry in (app.after_request_funcs, app.teardown_request_funcs):
-        hooks = registry.get(None, [])
-        hooks[:] = [_on_credential_views(hook) if _bound_to_limiter(hook) else hook for hook in hooks]
+    hooks = app.after_request_funcs.get(None, [])
+    hooks[:] = [
+        _on_credential_views(_retry_after_only_when_refused(hook)) if _bound_to_limiter(hook) else hook
+        for hook in hooks
+    ]
+    hooks = app.teardown_request_funcs.get(None, [])
+    hooks[:] = [_on_credential_views(hook) if _bound_to_limiter(hook) else hook for hook in hooks]
     if not app.config["RATELIMIT_ENABLED"]:
         return
     limits = app.extensions["shop.ratelimits"] = RateLimits(app)
@@ -323,11 +342,20 @@ def init_rate_limits(app: Flask) -> None:
 
 
 class RateLimitedResponses(BasePlugin):
-    """Document the 429 on every operation a limit applies to (all but the operations routes)."""
+    """Document the 429 and the X-RateLimit-* headers on every operation a limit applies to (not the operations routes).
+
+    The error responses are shared components that carry these headers already (shop.infra.api).
+    """
 
     def operation_helper(self, path: str | None = None, operations: dict | None = None, **kwargs: Any) -> None:
         rule = kwargs.get("rule")
         if rule is not None and rule.endpoint.split(".", 1)[0] in EXEMPT_BLUEPRINTS:
             return
         for operation in (operations or {}).values():
-            operation.setdefault("responses", {}).setdefault("429", "TOO_MANY_REQUESTS")
+            responses = operation.setdefault("responses", {})
+            for response in responses.values():
+                if isinstance(response, dict):  # an answer of this operation's own, not a shared error
+                    headers = response.setdefault("headers", {})
+                    for name, component in RATE_LIMIT_HEADERS.items():
+                        headers.setdefault(name, {"$ref": HEADERS + component})
+            responses.setdefault("429", "TOO_MANY_REQUESTS")

@@ -28,12 +28,12 @@ from sqlalchemy import Select, func, select, update
 from shop.core.metrics import EMAILS, OUTBOX_BACKLOG
 from shop.core.time import utcnow
 from shop.extensions import db
-from shop.orders.models import EmailOutbox, Order, OrderItem
+from shop.orders.models import EmailOutbox, EmailStatus, Order, OrderItem
 from shop.tasks import task
 
 logger = logging.getLogger(__name__)
 
-PENDING, SENT, FAILED = "pending", "sent", "failed"
+PENDING, SENT, FAILED = EmailStatus.PENDING.value, EmailStatus.SENT.value, EmailStatus.FAILED.value
 SEND_TASK = "shop.orders.tasks.send_order_confirmation"
 
 

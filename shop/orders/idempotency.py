@@ -86,7 +86,8 @@ def claim(connection: Connection, user_id: int, key: str, request_hash: str, now
     if existing.request_hash != request_hash:
         raise ValidationFailed(
             "This Idempotency-Key was used with another request body.",
-            {"headers": {"Idempotency-Key": ["Already used with another body."]}},
+            {"Idempotency-Key": ["Already used with another body."]},
+            location="headers",
         )
     IDEMPOTENT_REPLAYS.inc()
     return Answer(existing.status_code, existing.response_body or b"")

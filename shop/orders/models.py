@@ -28,6 +28,8 @@ from shop.users.models import User
 
 
 class OrderStatus(enum.StrEnum):
+    """Where an order is in its life: pending → paid → shipped → completed, or cancelled (from pending or paid)."""
+
     PENDING = "pending"
     PAID = "paid"
     SHIPPED = "shipped"
@@ -102,6 +104,14 @@ class IdempotencyKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class EmailStatus(enum.StrEnum):
+    """Where an order's confirmation email is: owed (pending, retried), sent, or given up (failed)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
 class EmailOutbox(db.Model):
     """An email owed for an order, written in the order's transaction; the outbox relay publishes it."""
 
@@ -110,7 +120,7 @@ class EmailOutbox(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, failed
+    status: Mapped[str] = mapped_column(String(16), default=EmailStatus.PENDING.value)  # an EmailStatus value
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     # When the outbox relay publishes it (again) if it is still pending: its commit, then a grace after each publish.

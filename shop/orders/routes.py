@@ -11,29 +11,41 @@ from flask_smorest import abort
 
 from shop.core.auth import auth
 from shop.core.pagination import PAGINATE, page_of
-from shop.infra.api import Blueprint
+from shop.infra.api import Blueprint, links_from_created
 from shop.orders import emails, services
 from shop.orders.models import Order
 from shop.orders.schemas import (
+    ORDER_EXAMPLE,
+    ORDER_STATUS_EXAMPLE,
     EmailOutboxQuerySchema,
     EmailOutboxSchema,
     IdempotencyHeaderSchema,
     OrderCreateSchema,
     OrderQuerySchema,
     OrderSchema,
-    OrderStatusSchema,
+    OrderStatusChangeSchema,
 )
 
-blp = Blueprint("orders", __name__, url_prefix="/api/orders", description="Orders")
+blp = Blueprint(
+    "orders",
+    __name__,
+    url_prefix="/api/orders",
+    description="Place an order (every item's stock taken, or none; retry safely with an Idempotency-Key), read and "
+    "cancel your orders; staff see every order, move it along pending → paid → shipped → completed, and follow "
+    "the confirmation emails.",
+)
 REPLAYED = {"Idempotent-Replayed": "true"}
 
 
 @blp.route("/")
 class Orders(MethodView):
+    @blp.doc(
+        operationId="placeOrder", **links_from_created("order_id", "readOrder", "cancelOrder", "changeOrderStatus")
+    )
     @auth(blp)
     @blp.arguments(IdempotencyHeaderSchema, location="headers", as_kwargs=True)
-    @blp.arguments(OrderCreateSchema)
-    @blp.response(201, OrderSchema)
+    @blp.arguments(OrderCreateSchema, example=ORDER_EXAMPLE)
+    @blp.response(201, OrderSchema, headers={"Idempotent-Replayed": "IDEMPOTENT_REPLAYED"})
     @blp.alt_response(409, response="CONFLICT", description="Not enough stock, or the Idempotency-Key is in use")
     def post(self, data: dict[str, Any], idempotency_key: str | None = None) -> Any:
         """Place an order: every item's stock is taken, or none"""
@@ -42,6 +54,7 @@ class Orders(MethodView):
         headers = REPLAYED if answer.replayed else {}
         return Response(answer.body, status=answer.status_code, headers=headers, mimetype="application/json")
 
+    @blp.doc(operationId="listOrders")
     @auth(blp)
     @blp.arguments(OrderQuerySchema, location="query", as_kwargs=True)
     @blp.response(200, OrderSchema(many=True))
@@ -56,6 +69,7 @@ class Orders(MethodView):
 
 @blp.route("/<int(max=2147483647):order_id>/")
 class OrderDetail(MethodView):
+    @blp.doc(operationId="readOrder")
     @auth(blp)
     @blp.response(200, OrderSchema)
     @blp.alt_response(404, response="NOT_FOUND")
@@ -63,8 +77,9 @@ class OrderDetail(MethodView):
         """Read one of my orders (staff: any order)"""
         return services.get_order(current_user, order_id)
 
+    @blp.doc(operationId="changeOrderStatus")
     @auth(blp)
-    @blp.arguments(OrderStatusSchema)
+    @blp.arguments(OrderStatusChangeSchema, example=ORDER_STATUS_EXAMPLE)
     @blp.response(200, OrderSchema)
     @blp.alt_response(403, response="FORBIDDEN")
     @blp.alt_response(404, response="NOT_FOUND")
@@ -79,6 +94,7 @@ class OrderDetail(MethodView):
 
 @blp.route("/<int(max=2147483647):order_id>/cancel/")
 class OrderCancel(MethodView):
+    @blp.doc(operationId="cancelOrder")
     @auth(blp)
     @blp.response(200, OrderSchema)
     @blp.alt_response(404, response="NOT_FOUND")
@@ -90,6 +106,7 @@ class OrderCancel(MethodView):
 
 @blp.route("/emails/")
 class Emails(MethodView):
+    @blp.doc(operationId="listOrderEmails")
     @auth(blp, staff=True)
     @blp.arguments(EmailOutboxQuerySchema, location="query", as_kwargs=True)
     @blp.response(200, EmailOutboxSchema(many=True))

@@ -101,7 +101,7 @@ def _write_order(
     total = sum((taken[line["product_id"]].price * line["quantity"] for line in lines), Decimal("0.00"))
     if total > MAX_ORDER_TOTAL:
         message = f"The order's total would be {total:.2f}; one order holds at most {MAX_ORDER_TOTAL}."
-        raise ValidationFailed("The order is too large.", {"json": {"items": [message]}})
+        raise ValidationFailed("The order is too large.", {"items": [message]})
     params["amount"] = total = total.quantize(CENT)
     order_id, item_ids = _insert_order(connection, lines, taken, params)
     body = render_placed(order_id, username, now, total, lines, taken, item_ids)
@@ -149,7 +149,7 @@ def _refuse(connection: Connection, lines: list[dict[str, int]], taken: dict[int
         if product_id not in found or found[product_id].hidden
     }
     if unknown:
-        raise ValidationFailed("Some items name products that cannot be ordered.", {"json": {"items": unknown}})
+        raise ValidationFailed("Some items name products that cannot be ordered.", {"items": unknown})
     STOCK_CONFLICTS.inc()
     short = [
         {"product_id": line["product_id"], "requested": line["quantity"], "available": found[line["product_id"]].stock}

@@ -1,6 +1,6 @@
 """The catalog's response cache: pages kept without their stock, the stock laid over them on the way out.
 
-What is kept: a successful (200) catalog GET, with its ETag and X-Pagination, under a key made of
+What is kept: a successful (200) catalog GET, with its ETag, X-Pagination and Link, under a key made of
 the path and the query parameters that select the page (hashed when long). The lookup runs before
 the request's arguments are parsed and before any SQL or serialization; only 200s are stored, so
 a malformed query never reaches the store. `If-None-Match` with the current ETag answers 304, on
@@ -128,7 +128,7 @@ MAX_OWED_STOCKS = 10_000
 StockRow = tuple[int, int, int, bool]
 
 # KEYS[1] the entry, KEYS[2] the state hash, KEYS[3] the stock hash. An entry is
-# "<epoch> <global> <members|-> <ids>\n" followed by the ETag, X-Pagination and template lines.
+# "<epoch> <global> <members|-> <ids>\n" followed by the ETag, X-Pagination, Link and template lines.
 # Answers {1, entry, stocks} when it is current (stocks: "<stock>,<stock>,..." of its ids, in order,
 # empty where the hash has none; one bulk string, cheaper to read than an array), else
 # {0, epoch, global, members}: the state a miss records before its database read.
@@ -209,10 +209,17 @@ class State(NamedTuple):
 class Entry:
     """A 200 catalog response as stored: its template (stocks left out), the state it was built under, its ids."""
 
-    __slots__ = ("epoch", "etag", "global_", "ids", "members", "pagination", "template")
+    __slots__ = ("epoch", "etag", "global_", "ids", "link", "members", "pagination", "template")
 
     def __init__(
-        self, state: State, depends_on_members: bool, ids: Sequence[int], etag: str, pagination: str, template: bytes
+        self,
+        state: State,
+        depends_on_members: bool,
+        ids: Sequence[int],
+        etag: str,
+        pagination: str,
+        link: str,
+        template: bytes,
     ) -> None:
         self.epoch = state.epoch
         self.global_ = state.global_
@@ -220,11 +227,14 @@ class Entry:
         self.ids = tuple(ids)
         self.etag = etag
         self.pagination = pagination
+        self.link = link  # the key's parameters and the page figures decide it (shop.infra.api.Blueprint)
         self.template = template
 
     def encode(self) -> bytes:
         ids = ",".join(map(str, self.ids))
-        header = f"{self.epoch} {self.global_} {self.members or '-'} {ids}\n{self.etag}\n{self.pagination}\n"
+        header = (
+            f"{self.epoch} {self.global_} {self.members or '-'} {ids}\n{self.etag}\n{self.pagination}\n{self.link}\n"
+        )
         return header.encode() + self.template
 
 
@@ -256,18 +266,20 @@ def _not_modified(etag: str) -> bool:
     return "HTTP_IF_NONE_MATCH" in request.environ and request.if_none_match.contains_weak(etag.strip('"'))
 
 
-def _answer(etag: str, pagination: str, body: bytes) -> Response:
+def _answer(etag: str, pagination: str, link: str, body: bytes) -> Response:
     if _not_modified(etag):
         return current_app.response_class(status=304, headers={"ETag": etag})
     headers = [("ETag", etag), ("X-Pagination", pagination)] if pagination else [("ETag", etag)]
+    if link:
+        headers.append(("Link", link))
     return current_app.response_class(body, headers=headers, mimetype="application/json")
 
 
-def _serve(etag: str, pagination: str, template: bytes, stocks: Sequence[bytes]) -> Response | None:
+def _serve(etag: str, pagination: str, link: str, template: bytes, stocks: Sequence[bytes]) -> Response | None:
     body = fill_in(template, stocks)
     if body is None:
         return None
-    return _answer(etag_with_stocks(etag, stocks), pagination, body)
+    return _answer(etag_with_stocks(etag, stocks), pagination, link, body)
 
 
 # (id, stock, stock_version) of some products, in one statement: stocks missing from the cache.
@@ -340,13 +352,13 @@ class RedisCatalog:
         if answer[0] != 1:
             _, epoch, global_, members = answer
             return None, State(epoch.decode(), global_.decode(), members.decode())
-        lines = answer[1].split(b"\n", 3)
+        lines = answer[1].split(b"\n", 4)
         # The header matched the state: its fields are the current state, to overwrite a broken entry under.
         epoch, global_, members, _ = lines[0].decode().split(" ")
         current = State(epoch, global_, "0" if members == "-" else members)
-        if len(lines) != 4:
+        if len(lines) != 5:
             return None, current
-        header, etag, pagination, template = lines
+        header, etag, pagination, link, template = lines
         stocks: list[bytes] = answer[2].split(b",") if answer[2] else []
         if b"" in stocks:
             try:
@@ -356,7 +368,7 @@ class RedisCatalog:
                 return None, None
             if b"" in stocks:
                 return None, None  # a product gone from the database: build the page, do not store it
-        served = _serve(etag.decode(), pagination.decode(), template, stocks)
+        served = _serve(etag.decode(), pagination.decode(), link.decode(), template, stocks)
         return (served, None) if served is not None else (None, current)
 
     def _fill(self, header: bytes, stocks: list[bytes]) -> list[bytes]:
@@ -461,7 +473,7 @@ class LocalCatalog:
         if None in known:
             return None, None
         stocks = [str(value[1]).encode() for value in known if value is not None]
-        served = _serve(entry.etag, entry.pagination, entry.template, stocks)
+        served = _serve(entry.etag, entry.pagination, entry.link, entry.template, stocks)
         return (served, None) if served is not None else (None, state)
 
     def _restart(self) -> None:
@@ -634,7 +646,8 @@ def cached_response(
                 response.set_data(body)
             if state is not None:
                 depends = membership_param is not None and membership_param in request.args
-                entry = Entry(state, depends, [row[0] for row in shown], stored_etag, pagination, template)
+                link = response.headers.get("Link", "")
+                entry = Entry(state, depends, [row[0] for row in shown], stored_etag, pagination, link, template)
                 store.store(key, entry, shown)
             etag = etag_with_stocks(stored_etag, stocks)
             if _not_modified(etag):

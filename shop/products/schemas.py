@@ -7,33 +7,47 @@ state (length, range, pattern, enum), so what the document promises is exactly w
 from __future__ import annotations
 
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from shop.core.schemas import MAX_ID, Id, StrictSchema, UTCDateTimeField
+from shop.core.schemas import MAX_ID, Id, Pattern, ResponseSchema, StrictSchema, UTCDateTimeField
 
 MAX_STOCK = 2**31 - 1
 CENT = Decimal("0.01")
 # Money travels as a decimal string with at most two places that fits Numeric(10, 2).
-MONEY = validate.Regexp(r"^(0|[1-9][0-9]{0,7})(\.[0-9]{1,2})?$", error='A price is a string such as "25.99".')
+MONEY = Pattern(r"^(0|[1-9][0-9]{0,7})(\.[0-9]{1,2})?$", error='A price is a string such as "25.99".')
 # PostgreSQL refuses NUL in text; refusing it here makes it a 422 rather than a database error.
-NO_NUL = validate.Regexp(r"^[^\x00]*$", error="Text may not contain NUL characters.")
+NO_NUL = Pattern(r"^[^\x00]*$", error="Text may not contain NUL characters.")
 # An http(s) URL the server stores and never fetches.
-IMAGE_URL = validate.Regexp(
+IMAGE_URL = Pattern(
     r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[!-~]*)?$",
     error="An image is an http:// or https:// URL.",
 )
-ORDERINGS = ("id", "name", "price", "created_at")
-ORDERING_CHOICES = [*ORDERINGS, *(f"-{name}" for name in ORDERINGS)]
+
+
+class ProductOrdering(StrEnum):
+    """The order of a product list: by a key, ascending, or descending with a leading `-`; ties by id."""
+
+    ID = "id"
+    NAME = "name"
+    PRICE = "price"
+    CREATED_AT = "created_at"
+    ID_DESC = "-id"
+    NAME_DESC = "-name"
+    PRICE_DESC = "-price"
+    CREATED_AT_DESC = "-created_at"
 
 
 class Money(fields.String):
-    """A price: `"25.99"` in and out, a two-place Decimal inside."""
+    """A price: `"25.99"` in and out (a decimal string, at most 8 digits and 2 places), a two-place Decimal inside."""
 
     def __init__(self, *, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().__init__(validate=MONEY, metadata={"example": "25.99", **(metadata or {})}, **kwargs)
+        super().__init__(
+            validate=MONEY, metadata={"format": "decimal", "example": "25.99", **(metadata or {})}, **kwargs
+        )
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else format(value, ".2f")
@@ -47,29 +61,43 @@ def _to_decimal(data: dict[str, Any], *names: str) -> dict[str, Any]:
     return data
 
 
-class CategorySchema(StrictSchema):
-    id = fields.Integer(dump_only=True)
+class CategorySchema(ResponseSchema):
+    """A category of products."""
+
+    id = fields.Integer()
+    name = fields.String()
+    description = fields.String()
+
+
+class CategoryCreateSchema(StrictSchema):
+    """A new category: its name is unique."""
+
     name = fields.String(required=True, validate=[validate.Length(min=1, max=100), NO_NUL])
     description = fields.String(load_default="", validate=[validate.Length(max=2000), NO_NUL])
 
 
+CATEGORY_EXAMPLE = {"name": "Peripherals", "description": "Mice, keyboards and the like."}
+
+
 class CategoryUpdateSchema(StrictSchema):
+    """The category fields to change; what is absent stays as it is."""
+
     name = fields.String(validate=[validate.Length(min=1, max=100), NO_NUL])
     description = fields.String(validate=[validate.Length(max=2000), NO_NUL])
 
 
-class ProductSchema(StrictSchema):
-    """A product as clients see it: the seed's C2 shape, with its category nested."""
+class ProductSchema(ResponseSchema):
+    """A product as clients see it, with its category nested."""
 
-    id = fields.Integer(dump_only=True)
-    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), NO_NUL])
-    description = fields.String(load_default="", validate=[validate.Length(max=5000), NO_NUL])
-    price = Money(required=True)
-    stock = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=MAX_STOCK))
-    image = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
-    category = fields.Nested(CategorySchema, dump_only=True)
-    created_at = UTCDateTimeField(dump_only=True)
-    updated_at = UTCDateTimeField(dump_only=True)
+    id = fields.Integer()
+    name = fields.String()
+    description = fields.String()
+    price = Money()
+    stock = fields.Integer(validate=validate.Range(min=0, max=MAX_STOCK))
+    image = fields.String(allow_none=True, metadata={"description": "An http(s) URL, never fetched by the shop."})
+    category = fields.Nested(CategorySchema)
+    created_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
 
 
 class ProductCreateSchema(StrictSchema):
@@ -80,11 +108,21 @@ class ProductCreateSchema(StrictSchema):
     price = Money(required=True)
     stock = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=MAX_STOCK))
     image = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
-    category_id = Id(required=True)
+    category_id = Id(required=True, metadata={"description": "The id of an existing category."})
 
     @ma.post_load
     def money(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return _to_decimal(data, "price")
+
+
+PRODUCT_EXAMPLE = {
+    "name": "Wireless mouse",
+    "description": "Two buttons and a wheel.",
+    "price": "25.99",
+    "stock": 150,
+    "image": "https://img.example.com/mouse.png",
+    "category_id": 1,
+}
 
 
 class ProductReplaceSchema(ProductCreateSchema):
@@ -103,11 +141,14 @@ class ProductUpdateSchema(StrictSchema):
     price = Money()
     stock = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_STOCK))
     image = fields.String(allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
-    category_id = Id()
+    category_id = Id(metadata={"description": "The id of an existing category."})
 
     @ma.post_load
     def money(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return _to_decimal(data, "price")
+
+
+PRODUCT_UPDATE_EXAMPLE = {"price": "23.50", "stock": 140}
 
 
 class StockAdjustmentSchema(StrictSchema):
@@ -117,6 +158,9 @@ class StockAdjustmentSchema(StrictSchema):
         validate=validate.Range(min=-MAX_STOCK, max=MAX_STOCK),
         metadata={"description": "Units to add (goods received) or, when negative, to remove."},
     )
+
+
+STOCK_EXAMPLE = {"delta": -3}
 
 
 class ProductQuerySchema(ma.Schema):
@@ -134,10 +178,11 @@ class ProductQuerySchema(ma.Schema):
         falsy={"false"},
         metadata={"description": "true: only products in stock; false: only sold out."},
     )
-    ordering = fields.String(
-        load_default="id",
-        validate=validate.OneOf(ORDERING_CHOICES),
-        metadata={"description": "Sort key, descending with a leading '-'."},
+    ordering = fields.Enum(
+        ProductOrdering,
+        by_value=True,
+        load_default=ProductOrdering.ID,
+        metadata={"description": "Sort key, descending with a leading '-'; ties are broken by id."},
     )
 
     @ma.post_load

@@ -306,5 +306,5 @@ def _commit(conflict_errors: dict[str, list[str]] | None = None) -> None:
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
-        raise ValidationFailed("Invalid data.", conflict_errors or {}) from exc
+        raise ValidationFailed("Invalid data.", conflict_errors) from exc
     catalog_changed()

@@ -15,6 +15,12 @@ from shop.infra.ratelimit import credential_limit, rate_limit_key
 from shop.users import services, tokens
 from shop.users.models import Account, User
 from shop.users.schemas import (
+    CREDENTIALS_EXAMPLE,
+    PASSWORD_CHANGE_EXAMPLE,
+    PROFILE_EXAMPLE,
+    REFRESH_EXAMPLE,
+    REGISTRATION_EXAMPLE,
+    REVOKE_EXAMPLE,
     CredentialsSchema,
     PasswordChangeSchema,
     ProfileUpdateSchema,
@@ -26,21 +32,34 @@ from shop.users.schemas import (
     UserSchema,
 )
 
-blp = Blueprint("users", __name__, url_prefix="/api/users", description="Accounts")
-token_blp = Blueprint("tokens", __name__, url_prefix="/api/token", description="JWT access and refresh tokens")
+blp = Blueprint(
+    "users",
+    __name__,
+    url_prefix="/api/users",
+    description="Accounts: register, read and change your profile and password; staff list every account.",
+)
+token_blp = Blueprint(
+    "tokens",
+    __name__,
+    url_prefix="/api/token",
+    description="Log in for a JWT pair (access: 15 minutes, refresh: 7 days), refresh it (the old refresh token is "
+    "spent), log out. Send the access token as `Authorization: Bearer <access>`.",
+)
 
 
 @blp.route("/")
 class Users(MethodView):
     decorators = [credential_limit(methods=["POST"])]  # registration; the staff list has the usual limit
 
-    @blp.arguments(RegistrationSchema)
+    @blp.doc(operationId="registerUser")
+    @blp.arguments(RegistrationSchema, example=REGISTRATION_EXAMPLE)
     @blp.response(201, UserSchema)
     @blp.alt_response(429, response="TOO_MANY_REQUESTS")
     def post(self, data: dict[str, Any]) -> User:
         """Register an account"""
         return services.register_user(data)
 
+    @blp.doc(operationId="listUsers")
     @auth(blp, staff=True)
     @blp.response(200, StaffUserSchema(many=True))
     @blp.paginate(**PAGINATE)
@@ -51,14 +70,16 @@ class Users(MethodView):
 
 @blp.route("/me/")
 class Me(MethodView):
+    @blp.doc(operationId="readMyProfile")
     @auth(blp)
     @blp.response(200, UserSchema)
     def get(self) -> Account:
         """Read my profile"""
         return current_user
 
+    @blp.doc(operationId="updateMyProfile")
     @auth(blp)
-    @blp.arguments(ProfileUpdateSchema, required=False)  # no body: nothing changes
+    @blp.arguments(ProfileUpdateSchema, required=False, example=PROFILE_EXAMPLE)  # no body: nothing changes
     @blp.response(200, UserSchema)
     def patch(self, changes: dict[str, Any]) -> User:
         """Update my profile"""
@@ -70,8 +91,9 @@ class MyPassword(MethodView):
     # The old password is checked here too: the same brute-force budget, per user wherever they connect from.
     decorators = [credential_limit(key_func=rate_limit_key)]
 
+    @blp.doc(operationId="changeMyPassword")
     @auth(blp)
-    @blp.arguments(PasswordChangeSchema)
+    @blp.arguments(PasswordChangeSchema, example=PASSWORD_CHANGE_EXAMPLE)
     @blp.response(204)
     @blp.alt_response(429, response="TOO_MANY_REQUESTS")
     def post(self, data: dict[str, Any]) -> None:
@@ -83,7 +105,8 @@ class MyPassword(MethodView):
 class Token(MethodView):
     decorators = [credential_limit()]
 
-    @token_blp.arguments(CredentialsSchema)
+    @token_blp.doc(operationId="obtainTokens")
+    @token_blp.arguments(CredentialsSchema, example=CREDENTIALS_EXAMPLE)
     @token_blp.response(200, TokenPairSchema)
     @token_blp.alt_response(401, response="UNAUTHORIZED")
     @token_blp.alt_response(429, response="TOO_MANY_REQUESTS")
@@ -95,7 +118,8 @@ class Token(MethodView):
 
 @token_blp.route("/refresh/")
 class TokenRefresh(MethodView):
-    @token_blp.arguments(RefreshSchema)
+    @token_blp.doc(operationId="refreshTokens")
+    @token_blp.arguments(RefreshSchema, example=REFRESH_EXAMPLE)
     @token_blp.response(200, TokenPairSchema)
     @token_blp.alt_response(401, response="UNAUTHORIZED")
     def post(self, data: dict[str, str]) -> dict[str, str]:
@@ -106,8 +130,9 @@ class TokenRefresh(MethodView):
 
 @token_blp.route("/revoke/")
 class TokenRevoke(MethodView):
+    @token_blp.doc(operationId="revokeTokens")
     @auth(token_blp)
-    @token_blp.arguments(RevokeSchema, required=False)  # no body: only the access token
+    @token_blp.arguments(RevokeSchema, required=False, example=REVOKE_EXAMPLE)  # no body: only the access token
     @token_blp.response(204)
     def post(self, data: dict[str, str]) -> None:
         """Log out: revoke the access token, and the refresh token if given"""

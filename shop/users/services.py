@@ -17,8 +17,7 @@ class BadCredentials(Unauthenticated):
 
 
 def check_password_rules(password: str, username: str, field: str = "password") -> None:
-    if password.isdigit():
-        raise ValidationFailed("Invalid password.", {field: ["The password cannot be all digits."]})
+    """The rules a schema cannot state (the schema already refused one of digits only, as `\\d` means it)."""
     if password.casefold() == username.casefold():
         raise ValidationFailed("Invalid password.", {field: ["The password cannot be the username."]})
 

@@ -3,10 +3,17 @@
 It makes a fresh database (FUZZ_DATABASE_URL, else a temporary SQLite file), migrates it, seeds a
 small catalog, a customer with orders and a staff user, serves the app with gunicorn on a free
 loopback port (production settings, rate limits off) and runs `schemathesis run` on
-/api/openapi.json once per user: every check, every phase, a fixed seed and a bounded number of
-examples per operation. Each run's JSON report is kept in FUZZ_REPORT_DIR (default reports/fuzz).
+/api/openapi.json once per user: every check (response headers and schemas included), every phase
+(examples, coverage, fuzzing, and the stateful phase that follows the document's links), and a
+bounded number of examples per operation. Each run's JSON report is kept in FUZZ_REPORT_DIR
+(default reports/fuzz).
 
-    .venv/bin/python -m tests.security.fuzz [--max-examples 25] [--seed 20240427] [--workers 2]
+Each run draws a new seed, and prints it first; the same seed (and the same catalog, which `flask
+seed` makes the same every time) generates the same requests again. One Schemathesis worker, so
+that it does: with two, the operations share out differently each run (and it is barely faster).
+
+    .venv/bin/python -m tests.security.fuzz [--max-examples 25] [--seed N] [--workers 1]
+    FUZZ_SEED=N make fuzz        # a failure's run again
 """
 
 from __future__ import annotations
@@ -123,6 +130,8 @@ def run_schemathesis(base: str, role: str, ids: dict[str, str], jwt_secret: str,
         f"{base}/api/openapi.json",
         "--checks",
         "all",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
         "--seed",
         str(args.seed),
         "--max-examples",
@@ -152,11 +161,17 @@ def run_schemathesis(base: str, role: str, ids: dict[str, str], jwt_secret: str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=int(os.environ.get("FUZZ_MAX_EXAMPLES", "25")))
-    parser.add_argument("--seed", type=int, default=int(os.environ.get("FUZZ_SEED", "20240427")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("FUZZ_WORKERS", "2")))
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=int(os.environ.get("FUZZ_SEED") or secrets.randbelow(2**32)),
+        help="Default: random.",
+    )
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("FUZZ_WORKERS", "1")))
     parser.add_argument("--timeout", type=int, default=600, help="Seconds each schemathesis run may take.")
     parser.add_argument("--roles", default="customer,staff")
     args = parser.parse_args()
+    print(f"== fuzz seed {args.seed}: run it again with FUZZ_SEED={args.seed} make fuzz", flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="shop-fuzz-"))
     reports = Path(os.environ.get("FUZZ_REPORT_DIR", ROOT / "reports" / "fuzz"))
@@ -177,7 +192,7 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=40)
-    print("\n== fuzz:", ", ".join(f"{role} exit {code}" for role, code in codes.items()))
+    print("\n== fuzz:", ", ".join(f"{role} exit {code}" for role, code in codes.items()), f"(seed {args.seed})")
     return 0 if codes and not any(codes.values()) else 1
 
 
