@@ -56,7 +56,7 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount every blueprint on the Api, so each is in the OpenAPI document."""
-    from shop.core import health
+    from shop.core import apidocs, health
     from shop.extensions import api
     from shop.orders.routes import blp as orders_blp
     from shop.products.routes import categories_blp, products_blp
@@ -65,6 +65,7 @@ def register_blueprints(app: Flask) -> None:
 
     for blueprint in (users_blp, token_blp, categories_blp, products_blp, orders_blp, health.blp):
         api.register_blueprint(blueprint)
+    app.register_blueprint(apidocs.blp)  # the documentation pages' own files, not part of the API
 
 
 def register_tasks(app: Flask) -> None:

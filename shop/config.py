@@ -16,6 +16,8 @@ DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - refuse
 
 
 OUTBOX_QUEUE = "outbox-relay"
+# Where the shop serves Swagger UI's and ReDoc's own files (shop/core/apidocs.py): no page loads from another host.
+DOCS_ASSETS_PATH = "/api/docs/assets/"
 
 
 class ConfigError(RuntimeError):
@@ -98,9 +100,11 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "OPENAPI_URL_PREFIX": "/api",
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "/docs/",
-        "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        "OPENAPI_SWAGGER_UI_URL": DOCS_ASSETS_PATH,
+        # The token given in "Authorize" is kept across reloads; no online validator is asked.
+        "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": True, "validatorUrl": None},
         "OPENAPI_REDOC_PATH": "/redoc/",
-        "OPENAPI_REDOC_URL": "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        "OPENAPI_REDOC_URL": DOCS_ASSETS_PATH + "redoc.standalone.js",
         "API_SPEC_OPTIONS": {
             "info": {
                 "description": "A high-load e-commerce API: users, catalog and orders.\n\n"

@@ -149,6 +149,15 @@ def start_gunicorn(port: int, workers: int, env: dict[str, str], log: Path) -> S
     return server
 
 
+@contextmanager
+def live_shop(database_url: str, work: Path, **env: str) -> Iterator[str]:
+    """The shop under gunicorn (one worker) on a loopback port and the given database; yields its base URL."""
+    port = free_port()
+    server = start_gunicorn(port, 1, gunicorn_env(database_url, work / "metrics", **env), work / "gunicorn.log")
+    with running(server):
+        yield f"http://127.0.0.1:{port}"
+
+
 def load_nginx_render() -> Any:
     """nginx/render.py as a module (it is a script, not a package)."""
     spec = importlib.util.spec_from_file_location("shop_nginx_render", ROOT / "nginx" / "render.py")
