@@ -17,12 +17,24 @@ $(VENV)/.installed: requirements.txt | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
+# npm packages (versions in each package-lock.json): Swagger UI's and ReDoc's files, which the shop
+# serves itself, and the TypeScript client's tools. Lifecycle scripts are not run.
+NPM_CI := npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
+node_modules/.installed: package.json package-lock.json
+	$(NPM_CI)
+	touch $@
+
+clients/typescript/node_modules/.installed: clients/typescript/package.json clients/typescript/package-lock.json
+	cd clients/typescript && $(NPM_CI)
+	touch $@
+
 .PHONY: help install run migrate test lint format fuzz bench bench-smoke profile loadtest backup restore soak up down
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## Make .venv and install the pinned requirements
+install: $(VENV)/.installed node_modules/.installed clients/typescript/node_modules/.installed ## Make .venv and node_modules with the pinned requirements
 
 migrate: install ## Apply database migrations
 	$(FLASK) db upgrade
