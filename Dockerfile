@@ -25,6 +25,9 @@ COPY --from=build /venv /venv
 WORKDIR /app
 COPY --chown=root:root wsgi.py celery_worker.py gunicorn.conf.py ./
 COPY --chown=root:root migrations/ migrations/
+# Swagger UI's and ReDoc's files, which the shop serves itself (shop/core/apidocs.py), as `make install` left them.
+COPY --chown=root:root node_modules/swagger-ui-dist/swagger-ui.css node_modules/swagger-ui-dist/swagger-ui-bundle.js node_modules/swagger-ui-dist/swagger-ui-standalone-preset.js node_modules/swagger-ui-dist/
+COPY --chown=root:root node_modules/redoc/bundles/redoc.standalone.js node_modules/redoc/bundles/
 COPY --chown=root:root shop/ shop/
 USER 10001:10001
 EXPOSE 8000

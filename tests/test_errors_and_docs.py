@@ -73,7 +73,7 @@ def test_openapi_document_lists_every_route_with_security(client, app):
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     documented = set(spec["paths"])
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.startswith("api-docs."):
+        if rule.endpoint.startswith(("api-docs.", "api-docs-assets.")):
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         assert path in documented, f"{rule.rule} is not in the OpenAPI document"
@@ -82,9 +82,38 @@ def test_openapi_document_lists_every_route_with_security(client, app):
     assert "401" in me["responses"]
 
 
-def test_swagger_ui_and_redoc_are_served(client):
-    assert client.get("/api/docs/").status_code == 200
-    assert client.get("/api/redoc/").status_code == 200
+def test_swagger_ui_and_redoc_are_served_with_their_files_from_the_shop_itself(client):
+    swagger_ui = client.get("/api/docs/")
+    redoc = client.get("/api/redoc/")
+
+    assert swagger_ui.status_code == 200 and redoc.status_code == 200
+    pages = swagger_ui.get_data(as_text=True) + redoc.get_data(as_text=True)
+    loaded = re.findall(r'(?:src|href)="([^"]+)"', pages)
+    assert sorted(loaded) == [
+        "/api/docs/assets/redoc.standalone.js",
+        "/api/docs/assets/swagger-ui-bundle.js",
+        "/api/docs/assets/swagger-ui-standalone-preset.js",
+        "/api/docs/assets/swagger-ui.css",
+    ]
+    for url in loaded:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.data) > 10_000, url
+        assert asset.mimetype == ("text/css" if url.endswith(".css") else "text/javascript")
+        assert asset.headers["Cache-Control"] == "public, max-age=86400" and asset.headers["ETag"]
+        assert client.get(url, headers={"If-None-Match": asset.headers["ETag"]}).status_code == 304
+    for csp in (swagger_ui.headers["Content-Security-Policy"], redoc.headers["Content-Security-Policy"]):
+        assert "https:" not in csp and "http:" not in csp  # the pages load nothing from another host
+    assert '"persistAuthorization":true' in swagger_ui.get_data(as_text=True)
+
+
+def test_only_the_files_the_documentation_pages_load_are_served(client, monkeypatch, tmp_path):
+    from shop.core import apidocs
+
+    for name in ("package.json", "..%2Fpackage.json", "swagger-ui-dist", "index.html"):
+        _assert_error(client.get(f"/api/docs/assets/{name}"), 404)
+    monkeypatch.setattr(apidocs, "NODE_MODULES", tmp_path)
+    body = _assert_error(client.get("/api/docs/assets/redoc.standalone.js"), 404)
+    assert "make install" in body["message"]
 
 
 def test_health(client):

@@ -169,11 +169,11 @@ def test_the_generated_python_client_runs_a_customer_and_a_staff_journey(app: Fl
             "description": "Borosilicate",
             "price": "42.00",
             "stock": 2,
-            "image": "",
+            "image": "https://img.example.com/glass-kettle.png",
             "category_id": kitchen_id,
         },
     )
-    assert replaced.status_code == 200 and replaced.parsed.price == "42.00"
+    assert replaced.status_code == 200 and replaced.parsed.image == "https://img.example.com/glass-kettle.png"
     patched = call("patch", "/api/products/{product_id}/", token=staff, product_id=kettle, body={"price": "32.50"})
     assert patched.status_code == 200 and patched.parsed.price == "32.50"
     stocked = call("post", "/api/products/{product_id}/stock/", token=staff, product_id=kettle, body={"delta": 3})
