@@ -110,6 +110,14 @@ def _operations(spec: dict[str, Any]) -> set[tuple[str, str, str]]:
     }
 
 
+def _redoc_id(spec: dict[str, Any], tag: str, method: str, path: str) -> str:
+    """ReDoc's id of an operation's menu item and section: by operationId, else by path (JSON pointer)."""
+    operation_id = spec["paths"][path][method].get("operationId")
+    if operation_id:
+        return f"tag/{tag}/operation/{operation_id}"
+    return f"tag/{tag}/paths/{path.replace('~', '~0').replace('/', '~1')}/{method}"
+
+
 def _screenshot(page: Page, name: str, tmp_path: Path) -> None:
     directory = ROOT / os.environ["DOCS_SCREENSHOTS"] if os.environ.get("DOCS_SCREENSHOTS") else tmp_path
     page.screenshot(path=directory / name)
@@ -157,6 +165,8 @@ def test_swagger_ui_renders_every_operation_and_tries_them_offline(offline_page,
     assert status.inner_text().strip() == "200"
     body = page.locator(".opblock-get:has(.opblock-summary-path[data-path='/api/products/']) .live-responses-table")
     assert "Blue Kettle" in body.inner_text() and "Teapot" in body.inner_text()
+    body.evaluate("table => { table.scrollIntoView(); window.scrollBy(0, -260); }")
+    _screenshot(page, "swagger-ui-try-it-out.png", tmp_path)
 
     # "Authorize" takes the access token as the bearer token; persistAuthorization keeps it on reload.
     access = requests.post(f"{shop}/api/token/", json={"username": "alice", "password": PASSWORD}, timeout=10)
@@ -170,9 +180,12 @@ def test_swagger_ui_renders_every_operation_and_tries_them_offline(offline_page,
     page.wait_for_selector(".opblock-summary-path")
     me = _try_it_out(page, "get", "/api/users/me/")
     assert me.inner_text().strip() == "200"
-    assert '"username": "alice"' in page.locator(
-        ".opblock-get:has(.opblock-summary-path[data-path='/api/users/me/']) .live-responses-table"
-    ).inner_text()
+    assert (
+        '"username": "alice"'
+        in page.locator(
+            ".opblock-get:has(.opblock-summary-path[data-path='/api/users/me/']) .live-responses-table"
+        ).inner_text()
+    )
 
     assert offline.aborted == [] and offline.refused_by_csp == [] and offline.errors == []
 
@@ -189,17 +202,15 @@ def test_redoc_renders_every_tag_and_operation_offline(offline_page, shop: str, 
     )
     tags = [label for item_id, label in menu if item_id.count("/") == 1]
     assert tags == [tag["name"] for tag in spec["tags"]]
-    listed = {item_id for item_id, _ in menu if "/paths/" in item_id}
-    expected = {
-        f"tag/{tag}/paths/{path.replace('~', '~0').replace('/', '~1')}/{method}"
-        for tag, method, path in _operations(spec)
-    }
-    assert listed == expected
+    listed = {item_id for item_id, _ in menu if item_id.count("/") > 1}
+    assert listed == {_redoc_id(spec, *operation) for operation in _operations(spec)}
     # Each operation's own section is on the page, headed by its summary.
-    for tag, method, path in _operations(spec):
-        summary = spec["paths"][path][method]["summary"]
-        section = page.locator(f"[id='tag/{tag}/paths/{path.replace('/', '~1')}/{method}']")
+    for operation in _operations(spec):
+        summary = spec["paths"][operation[2]][operation[1]]["summary"]
+        section = page.locator(f"[id='{_redoc_id(spec, *operation)}']")
         assert section.locator("h2").first.inner_text() == summary
+    page.locator("li[data-item-id='tag/products'] > label").click()
+    page.wait_for_function("location.hash.includes('tag/products')")
     _screenshot(page, "redoc.png", tmp_path)
 
     assert offline.aborted == [] and offline.errors == []

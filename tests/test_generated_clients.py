@@ -29,7 +29,6 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import requests
 from flask import Flask
 
 from tests.conftest import PASSWORD, need_service
@@ -143,7 +142,9 @@ def test_the_generated_python_client_runs_a_customer_and_a_staff_journey(app: Fl
     kitchen = call("post", "/api/categories/", token=staff, body={"name": "Kitchen", "description": "Pots"})
     assert kitchen.status_code == 201
     kitchen_id = kitchen.parsed.id
-    renamed = call("patch", "/api/categories/{category_id}/", token=staff, category_id=kitchen_id, body={"name": "Cook"})
+    renamed = call(
+        "patch", "/api/categories/{category_id}/", token=staff, category_id=kitchen_id, body={"name": "Cook"}
+    )
     assert renamed.status_code == 200 and renamed.parsed.name == "Cook"
     garden_id = call("post", "/api/categories/", token=staff, body={"name": "Garden"}).parsed.id
     assert call("delete", "/api/categories/{category_id}/", token=staff, category_id=garden_id).status_code == 204
@@ -192,11 +193,23 @@ def test_the_generated_python_client_runs_a_customer_and_a_staff_journey(app: Fl
     }
     first = call("get", "/api/products/", page=1, **filters)
     assert first.status_code == 200 and [product.id for product in first.parsed] == [glass]
-    assert _pagination(first) == {"total": 2, "total_pages": 2, "first_page": 1, "last_page": 2, "page": 1, "next_page": 2}
+    assert _pagination(first) == {
+        "total": 2,
+        "total_pages": 2,
+        "first_page": 1,
+        "last_page": 2,
+        "page": 1,
+        "next_page": 2,
+    }
     second = call("get", "/api/products/", page=2, **filters)
     assert [product.id for product in second.parsed] == [kettle] and _pagination(second)["previous_page"] == 1
     everything = call("get", "/api/products/", ordering="name", page_size=100)
-    assert [product.name for product in everything.parsed] == ["Copper kettle", "Glass kettle", "Steel kettle", "Teapot"]
+    assert [product.name for product in everything.parsed] == [
+        "Copper kettle",
+        "Glass kettle",
+        "Steel kettle",
+        "Teapot",
+    ]
     assert sold_out not in [product.id for product in call("get", "/api/products/", in_stock=True).parsed]
 
     # A product's page, then the same page revalidated by its ETag.
@@ -242,7 +255,9 @@ def test_the_typescript_client_type_checks_against_the_generated_types(app: Flas
     document.write_text(json.dumps(app.test_client().get("/api/openapi.json").get_json()))
 
     def run(*args: str) -> None:
-        result = subprocess.run([npx, "--no-install", *args], cwd=TYPESCRIPT, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [npx, "--no-install", *args], cwd=TYPESCRIPT, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
     run("openapi-typescript", str(document), "--output", str(tmp_path / "schema.d.ts"))
