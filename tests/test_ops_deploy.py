@@ -19,6 +19,7 @@ from tests.ops_processes import ROOT, VENV_BIN
 
 K8S = ROOT / "deploy" / "k8s"
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_DEBIAN = ROOT / "docker-compose.debian.yml"
 
 
 def venv_tool(name: str) -> str:
@@ -49,13 +50,48 @@ def compose() -> dict[str, Any]:
 # Kubernetes
 
 
-def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
-    files = [str(path) for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"]
-    result = subprocess.run(
-        [venv_tool("kubernetes-validate"), "--strict", *files], capture_output=True, text=True, timeout=120
+def minimum_kubernetes() -> str:
+    """The oldest Kubernetes the manifests support, as kustomization.yaml states it."""
+    found = re.search(r"^# Kubernetes (\d+\.\d+) or later", (K8S / "kustomization.yaml").read_text(), re.MULTILINE)
+    assert found, "kustomization.yaml states no minimum Kubernetes version"
+    return found.group(1)
+
+
+def validate(*files: str, version: str | None = None) -> subprocess.CompletedProcess[str]:
+    versions = ["--kubernetes-version", f"{version}.0"] if version else []
+    return subprocess.run(
+        [venv_tool("kubernetes-validate"), "--strict", *versions, *files], capture_output=True, text=True, timeout=120
     )
+
+
+@pytest.mark.parametrize("version", [None, minimum_kubernetes()], ids=["latest", "stated-minimum"])
+def test_every_manifest_validates_against_the_kubernetes_schemas(version: str | None) -> None:
+    files = [str(path) for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"]
+    result = validate(*files, version=version)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("passed for resource") == len(manifests())
+
+
+def test_the_stated_minimum_is_needed_an_older_kubernetes_lacks_the_prestop_sleep_action() -> None:
+    major, minor = minimum_kubernetes().split(".")
+    assert minimum_kubernetes() == "1.30"  # preStop `sleep`: alpha (off) in 1.29, on by default in 1.30
+    older = validate(str(K8S / "api-deployment.yaml"), version=f"{major}.{int(minor) - 2}")
+    assert older.returncode != 0 and "'sleep' was unexpected" in older.stdout + older.stderr
+
+
+def test_every_pod_runs_hardened_non_root_read_only_with_the_default_seccomp_profile() -> None:
+    pods = {
+        name: item["spec"]["template"]["spec"] for name, item in {**of_kind("Deployment"), **of_kind("Job")}.items()
+    }
+    assert "shop-migrate" in pods
+    for name, pod in pods.items():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
 
 
 def test_kustomization_lists_real_files_and_leaves_out_the_secret_template() -> None:
@@ -166,7 +202,8 @@ def test_compose_runs_every_service_of_the_stack_with_health_and_order() -> None
                 assert "healthcheck" in services[dependency], (name, dependency)
     assert services["app"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     for name in ("app", "worker", "beat", "migrate"):
-        assert services[name]["env_file"][0]["path"] == ".env", name
+        # .env unless SHOP_ENV_FILE names another (the stack test's generated one).
+        assert services[name]["env_file"][0]["path"] == "${SHOP_ENV_FILE:-.env}", name
     declared = set(compose()["volumes"])
     for service in services.values():
         for volume in service.get("volumes", []):
@@ -175,10 +212,46 @@ def test_compose_runs_every_service_of_the_stack_with_health_and_order() -> None
                 assert source == "./nginx/certs" or (ROOT / source).exists(), source
             else:
                 assert source in declared, source
-    # Only Nginx is published on every interface; the consoles listen on loopback.
+    # Only Nginx is published on every interface (SHOP_PUBLISH_ADDRESS may narrow it); the consoles
+    # listen on loopback. Every published port is configurable, so a stack never takes a port the
+    # machine already serves.
     for name, service in services.items():
         for port in service.get("ports", []):
             assert name == "nginx" or port.startswith("127.0.0.1:"), (name, port)
+            assert re.fullmatch(
+                r"(127\.0\.0\.1|\$\{SHOP_PUBLISH_ADDRESS:-0\.0\.0\.0\}):\$\{[A-Z_]+_PORT:-\d+\}:\d+", port
+            ), port
+
+
+def test_the_debian_override_builds_every_image_the_stack_pulls_but_grafana() -> None:
+    result = subprocess.run(
+        [venv_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_DEBIAN)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    base = compose()["services"]
+    override = yaml.safe_load(COMPOSE_DEBIAN.read_text())["services"]
+    assert set(override) == set(base)
+    targets = set(
+        re.findall(r"^FROM \S+ AS ([\w-]+)$", (ROOT / "containers" / "services.Dockerfile").read_text(), re.M)
+    )
+    for name, service in override.items():
+        if name == "grafana":  # no Debian package: never started here (its files are checked above)
+            assert service == {"profiles": ["grafana"]}
+            continue
+        assert service["image"].startswith("localhost/"), name
+        build = service["build"]
+        if build["context"] == ".":  # the shop's own image, on the Debian base with Debian's Python
+            assert build["args"]["BASE"] == "localhost/debian-base:bookworm", name
+        else:
+            assert build["dockerfile"] == "services.Dockerfile" and build["target"] in targets, name
+        # podman-compose appends lists rather than replacing them: the override sets none the base sets.
+        for key, value in service.items():
+            assert not (isinstance(value, list) and key in base[name]), (name, key)
+        for key in ("healthcheck", "command", "ports", "volumes", "environment"):
+            assert key not in service, (name, key)
 
 
 def test_what_the_configs_reach_for_is_in_the_compose_stack() -> None:
