@@ -44,19 +44,24 @@ fi
 # The machine's own certificate authorities (an egress proxy's, say) are trusted inside too, so pip
 # reaches PyPI from a build as it does from the host; the tarball's name follows them.
 hooks=(--customize-hook='printf "[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n" > "$1/etc/pip.conf"')
+# Small images: no manuals, translations or docs (but the licences), in the base and in every
+# package a build installs on it (the options stay in /etc/dpkg/dpkg.cfg.d).
+slim=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
+  --dpkgopt='path-include=/usr/share/locale/locale.alias' --dpkgopt='path-exclude=/usr/share/doc/*'
+  --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/info/*')
 local_cas=$(find /usr/local/share/ca-certificates -name '*.crt' 2>/dev/null | sort)
 if [[ -n $local_cas ]]; then
   hooks+=(--customize-hook='copy-in /usr/local/share/ca-certificates /usr/local/share'
     --customize-hook='chroot "$1" update-ca-certificates --fresh >/dev/null')
 fi
-cas=$(printf '%s' "$local_cas" | xargs -r cat | sha256sum | cut -c1-12)
+cas=$( (printf '%s\n' "${slim[@]}" "${hooks[@]}"; printf '%s' "$local_cas" | xargs -r cat) | sha256sum | cut -c1-12)
 mkdir -p "$BASE_CACHE"
 for suite in $SUITES; do
   image=localhost/debian-base:$suite
   podman image exists "$image" && continue
   tarball=$BASE_CACHE/debian-$suite-minbase-$cas.tar
   if [[ ! -s $tarball ]]; then
-    mmdebstrap --quiet --format=tar --variant=minbase --include=ca-certificates "${hooks[@]}" \
+    mmdebstrap --quiet --format=tar --variant=minbase --include=ca-certificates "${slim[@]}" "${hooks[@]}" \
       "$suite" "$tarball.part" http://deb.debian.org/debian
     mv "$tarball.part" "$tarball"
   fi

@@ -30,6 +30,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "containers" / "compose.sh"
+NETWORK_ADDRESSES = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
 
 
 class StackError(RuntimeError):
@@ -143,6 +144,31 @@ class Stack:
             )
             return "ok" if check.returncode == 0 else "waiting"
         return "ok" if info["Status"] == "running" else "waiting"
+
+    def address(self, container: str) -> str:
+        """The container's address on the stack's network."""
+        result = subprocess.run(  # noqa: S603
+            [self.engine, "inspect", "--format", NETWORK_ADDRESSES, container],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return result.stdout.split()[0]
+
+    def json_logs(self, container: str) -> list[dict[str, Any]]:
+        """The container's log lines that are JSON objects (Nginx's access log, the app's logs)."""
+        result = subprocess.run(  # noqa: S603
+            [self.engine, "logs", container], capture_output=True, text=True, timeout=120, check=True
+        )
+        entries = []
+        for line in (result.stdout + result.stderr).splitlines():
+            if line.startswith("{"):
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return entries
 
     def logs(self, container: str, lines: int = 40) -> str:
         result = subprocess.run(  # noqa: S603

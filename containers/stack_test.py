@@ -169,6 +169,7 @@ class Load:
         self.stop = threading.Event()
         self.outcomes: Counter[str] = Counter()
         self.failures: list[str] = []
+        self.started: dict[str, float] = {}  # request id: when it was sent
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self.run, args=(session,), daemon=True) for session in sessions]
 
@@ -182,8 +183,12 @@ class Load:
         while not self.stop.is_set() and time.monotonic() < self.deadline:
             path = paths[index % len(paths)]
             index += 1
+            request_id = f"load-{uuid.uuid4().hex}"
+            with self.lock:
+                self.started[request_id] = time.monotonic()
             try:
-                answer = session.get(f"{self.shop.base}{path}", headers={"Cache-Control": "no-cache"}, timeout=15)
+                headers = {"Cache-Control": "no-cache", "X-Request-ID": request_id}
+                answer = session.get(f"{self.shop.base}{path}", headers=headers, timeout=15)
                 outcome = str(answer.status_code)
             except requests.RequestException as error:
                 outcome = type(error).__name__
@@ -214,17 +219,33 @@ def remove_a_replica(stack: Stack, shop: Shop) -> None:
         log(f"removing {victim} under load ({before} requests so far)")
         subprocess.run([stack.engine, "stop", "--time", "30", victim], check=True, capture_output=True, timeout=90)  # noqa: S603
         subprocess.run([stack.engine, "rm", victim], check=True, capture_output=True, timeout=60)  # noqa: S603
-        removed_at = sum(load.outcomes.values())
+        removed_at, removed_count = time.monotonic(), sum(load.outcomes.values())
         time.sleep(15)  # past Nginx's resolver validity (5 s): it asks again and finds one replica
     finally:
         load.finish()
     total = sum(load.outcomes.values())
-    after = total - removed_at
+    after = total - removed_count
     log(f"load: {total} requests, {dict(load.outcomes)}; {after} after the removal")
     expect(not load.failures, f"{len(load.failures)} failed requests: {load.failures[:10]}")
     expect(after > 50, f"only {after} requests after the removal: the load stalled")
     expect(stack.containers("app", every=False) == replicas[:-1], "the other app container is still running")
     log(f"ok: {victim} removed under load, 0 failed requests of {total}")
+    # Re-resolved, not merely retried: once the resolver's answer expired, Nginx's access log shows
+    # every request going straight to the remaining replica (one upstream address, no failed try).
+    (survivor,) = replicas[:-1]
+    address = stack.address(survivor)
+    late = {request_id for request_id, sent in load.started.items() if sent > removed_at + 8}
+    upstreams = Counter(
+        entry["upstream"]
+        for container in stack.containers("nginx", every=False)
+        for entry in stack.json_logs(container)
+        if entry.get("request_id") in late
+    )
+    expect(
+        sum(upstreams.values()) >= len(late) * 0.9 and set(upstreams) == {f"{address}:8000"},
+        f"requests after the removal went to {dict(upstreams)}, not only {survivor} at {address}:8000",
+    )
+    log(f"ok: Nginx re-resolved `app`: the last {sum(upstreams.values())} requests all went to {address}:8000")
 
 
 def seed(stack: Stack) -> None:
