@@ -216,10 +216,10 @@ def engine_name() -> str | None:
 
 
 def ensure_engine() -> str | None:
-    """The engine to use: as found, else Podman set up here when this is a Debian machine we own."""
+    """The engine to use: Docker as found; else Podman, set up (engine, settings, Debian base images:
+    each step only when missing) when this is a Debian machine we are root on."""
     engine = engine_name()
-    if engine is None and os.geteuid() == 0 and Path("/usr/bin/apt-get").exists():
-        print("no container engine: setting up Podman (containers/setup-podman.sh)", flush=True)
+    if engine in (None, "podman") and os.geteuid() == 0 and Path("/usr/bin/apt-get").exists():
         subprocess.run([str(ROOT / "containers" / "setup-podman.sh")], check=True, timeout=900)  # noqa: S603
         engine = engine_name()
     return engine
