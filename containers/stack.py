@@ -6,11 +6,12 @@
 
 Without Docker, on a Debian machine as root, Podman is set up first (containers/setup-podman.sh).
 
-Docker Compose starts the services in their `depends_on` order and waits for their health itself
-(`up --wait`). podman-compose on Podman 4.3 can do neither (it ignores the conditions, and Podman
-runs health checks from systemd timers, which a container host without systemd lacks), so here
-the same order is followed service by service: each group starts once what it depends on is
-healthy, has completed, or has started, as its condition says; health checks are run on demand.
+Docker Compose starts the services in their `depends_on` order itself; then each is waited for
+until it is healthy, has completed or runs, as its dependents need. podman-compose on Podman 4.3
+cannot (it ignores the conditions, and Podman runs health checks from systemd timers, which a
+container host without systemd lacks), so there the same order is followed group by group: each
+group starts once what it depends on is healthy, has completed, or runs, as its condition says;
+health checks are run on demand.
 """
 
 from __future__ import annotations
@@ -78,15 +79,15 @@ class Stack:
         return sorted(result.stdout.split())
 
     def up(self, *, build: bool = False, timeout: float = 300) -> None:
-        if self.engine == "docker":
-            self.compose(
-                "up", "--detach", "--wait", "--wait-timeout", str(int(timeout)), *(["--build"] if build else [])
-            )
-            return
         services = self.config()["services"]
         if build:
             self.build(services)
         deadline = time.monotonic() + timeout
+        if self.engine == "docker":  # Compose keeps the order itself; then everything is waited for
+            self.compose("up", "--detach", "--no-build", timeout=timeout)
+            for name in services:
+                self.wait(name, services[name], deadline)
+            return
         for group in start_order(services):
             self.compose("up", "--detach", "--no-deps", "--no-build", *group)
             for name in group:
@@ -96,7 +97,10 @@ class Stack:
         """Build each image once (app, worker, beat and migrate share one): {image: service}."""
         services = services if services is not None else self.config()["services"]
         builders = {service.get("image", name): name for name, service in services.items() if "build" in service}
-        self.compose("build", *sorted(set(builders.values())))
+        # One at a time: parallel builds only fight over the cores and memory (podman-compose runs
+        # every build it is given at once).
+        for name in sorted(set(builders.values())):
+            self.compose("build", name)
         return builders
 
     def image_sizes(self, images: list[str]) -> dict[str, int]:
@@ -138,6 +142,8 @@ class Stack:
             return "waiting"
         if info["Status"] == "exited":
             return "failed"
+        if needs == "healthy" and self.engine == "docker":  # Docker runs the checks itself
+            return "ok" if info.get("Health", {}).get("Status") == "healthy" else "waiting"
         if needs == "healthy":
             check = subprocess.run(  # noqa: S603 - runs the container's own HEALTHCHECK
                 [self.engine, "healthcheck", "run", container], capture_output=True, text=True, timeout=60

@@ -8,8 +8,10 @@ hadolint, and the references between them (service names, ports, mounted files) 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -298,3 +300,33 @@ def test_the_dockerfile_passes_hadolint_and_builds_a_small_non_root_image() -> N
                 if not source.startswith("--"):
                     assert source.rstrip("/") in allowed, source
                     assert (ROOT / source).exists(), source
+
+
+def _stack_module() -> Any:
+    """containers/stack.py as a module (a script beside the other container files)."""
+    spec = importlib.util.spec_from_file_location("shop_containers_stack", ROOT / "containers" / "stack.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_podman_start_order_follows_depends_on_and_its_conditions() -> None:
+    stack = _stack_module()
+    services = compose()["services"]
+    groups = stack.start_order({**services, "grafana": {**services["grafana"], "profiles": ["grafana"]}})
+    position = {name: index for index, group in enumerate(groups) for name in group}
+
+    assert "grafana" not in position  # a profile's service is not started by default
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            if name != "grafana":
+                assert position[dependency] < position[name], (dependency, name)
+    states = {name: stack.wanted_state(service) for name, service in services.items()}
+    assert states["migrate"] == "completed"
+    assert states["postgres"] == states["app"] == states["nginx"] == "healthy"
+    assert states["nginx-exporter"] == "running"
+    cycle = {"a": {"depends_on": {"b": {}}}, "b": {"depends_on": {"a": {}}}}
+    with pytest.raises(stack.StackError, match="cycle"):
+        stack.start_order(cycle)
