@@ -4,6 +4,9 @@
 # Each target behaves like the official image docker-compose.yml names where the stack relies on it:
 # the same environment variables, ports, data directories, commands and health checks.
 # Debian bookworm, except Nginx: `http2 on;` needs Nginx 1.25.1 or later, which is trixie's.
+# The services run as the users Debian's packages create (postgres, redis, rabbitmq, prometheus):
+# their ids are assigned when the package installs, so USER names them.
+# hadolint global ignore=DL3066
 ARG BASE=localhost/debian-base:bookworm
 ARG NGINX_BASE=localhost/debian-base:trixie
 

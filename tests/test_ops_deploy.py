@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops_processes import ROOT, VENV_BIN
+from tests.ops_processes import ROOT, VENV_BIN, load_nginx_render
 
 K8S = ROOT / "deploy" / "k8s"
 COMPOSE = ROOT / "docker-compose.yml"
@@ -277,7 +277,7 @@ def test_what_the_configs_reach_for_is_in_the_compose_stack() -> None:
 
 def test_the_dockerfile_passes_hadolint_and_builds_a_small_non_root_image() -> None:
     result = subprocess.run(
-        [venv_tool("hadolint"), "--failure-threshold", "info", "Dockerfile"],
+        [venv_tool("hadolint"), "--failure-threshold", "info", "Dockerfile", "containers/services.Dockerfile"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -288,6 +288,9 @@ def test_the_dockerfile_passes_hadolint_and_builds_a_small_non_root_image() -> N
     assert re.search(r"^USER 10001", dockerfile, re.MULTILINE)
     assert "HEALTHCHECK" in dockerfile
     assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]' in dockerfile
+    # The base is a build argument: the official slim Python image unless told otherwise.
+    assert re.search(r"^ARG BASE=python:3\.11-slim-bookworm$", dockerfile, re.MULTILINE)
+    assert re.search(r"^FROM \$\{BASE\} AS python$", dockerfile, re.MULTILINE)
     # The runtime stage installs only the "# Runtime" section of requirements.txt.
     requirements = (ROOT / "requirements.txt").read_text().splitlines()
     assert requirements[0] == "# Runtime"
@@ -330,3 +333,52 @@ def test_the_podman_start_order_follows_depends_on_and_its_conditions() -> None:
     cycle = {"a": {"depends_on": {"b": {}}}, "b": {"depends_on": {"a": {}}}}
     with pytest.raises(stack.StackError, match="cycle"):
         stack.start_order(cycle)
+
+
+def test_prepare_makes_the_env_file_and_certificate_once_and_never_overwrites(tmp_path) -> None:
+    env_file, certs = tmp_path / "stack.env", tmp_path / "certs"
+    prepare = [str(ROOT / "containers" / "prepare.sh"), str(env_file), str(certs)]
+    first = subprocess.run(prepare, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if not line.startswith("#"))
+    assert set(values) == {
+        "SECRET_KEY",
+        "JWT_SECRET_KEY",
+        "POSTGRES_PASSWORD",
+        "RABBITMQ_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    }
+    assert len(set(values.values())) == len(values) and all(len(value) == 64 for value in values.values())
+    assert env_file.stat().st_mode & 0o077 == 0  # secrets readable by their owner only
+    assert (certs / "fullchain.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    before = env_file.read_text(), (certs / "privkey.pem").read_bytes()
+    again = subprocess.run(prepare, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "wrote" not in again.stdout
+    assert (env_file.read_text(), (certs / "privkey.pem").read_bytes()) == before
+
+
+def test_the_compose_nginx_re_resolves_the_app_replicas_and_uses_the_current_http2_syntax() -> None:
+    nginx = (ROOT / "nginx" / "nginx.compose.conf").read_text()
+    compose_nginx = compose()["services"]["nginx"]
+    # The image's entrypoint fills in the engine's DNS server from the container's resolv.conf.
+    assert "resolver ${NGINX_LOCAL_RESOLVERS} valid=5s" in nginx
+    assert compose_nginx["environment"]["NGINX_ENTRYPOINT_LOCAL_RESOLVERS"] == "1"
+    assert "./nginx/nginx.compose.conf:/etc/nginx/templates/nginx.conf.template:ro" in compose_nginx["volumes"]
+    # A variable in proxy_pass: the name is resolved at request time, in every location that proxies.
+    assert "set $shop_app_address app:8000;" in nginx
+    assert nginx.count("proxy_pass http://$shop_app_address;") == nginx.count("proxy_pass ") == 2
+    assert re.search(r"^\s+http2 on;$", nginx, re.M) and not re.search(r"listen [^;]* http2", nginx)
+
+
+def test_the_nginx_renderer_writes_either_http2_syntax_and_one_resolved_name_only() -> None:
+    render = load_nginx_render()
+    current, legacy = render.render(http2="on"), render.render(http2="listen")
+    assert "        http2 on;" in current and "ssl http2 default_server" not in current
+    assert "ssl http2 default_server" in legacy and "http2 on;" not in legacy
+    # Loopback renders (tests, benchmarks) keep the upstream block and its keep-alive pool.
+    assert "proxy_pass http://shop_app;" in current and "resolver " not in current
+    with pytest.raises(ValueError, match="http2"):
+        render.render(http2="maybe")
+    with pytest.raises(ValueError, match="one upstream name"):
+        render.render(resolver="127.0.0.11", upstream=["a:8000", "b:8000"])
