@@ -93,7 +93,7 @@ restore: ## Restore BACKUP into a new database RESTORE_DATABASE_URL with pg_rest
 soak: install ## 10 minutes of steady load on a local stack: worker memory, DB connections, metrics files stay flat
 	$(BIN)/python -m tests.reliability.soak --seconds $(SOAK_SECONDS)
 
-# Containers (README "Containers"): Docker Compose where a Docker engine answers, else Podman with
+# Containers (README "Run the full stack"): Docker Compose where a Docker engine answers, else Podman with
 # docker-compose.debian.yml (every image built from Debian's packages; set up as root when missing).
 STACK_TEST_SECONDS ?= 840
 

@@ -3,7 +3,7 @@
 #   containers/prepare.sh [ENV_FILE] [CERT_DIR]   # defaults: .env and nginx/certs
 # ENV_FILE: generated secrets for the app (SECRET_KEY, JWT_SECRET_KEY) and the stack's own
 # PostgreSQL, RabbitMQ and Grafana passwords (docker-compose.yml reads them); CERT_DIR: a
-# self-signed certificate for Nginx (replace it with a real one: README "Containers").
+# self-signed certificate for Nginx (replace it with a real one: README "TLS: Let's Encrypt in production").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 env_file=${1:-.env}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Podman on a Debian machine with no image registry (README "Containers"): installs the engine,
+# Podman on a Debian machine with no image registry (README "Run the full stack"): installs the engine,
 # configures it for this kernel, and imports Debian base images built with mmdebstrap.
 # Idempotent: each step is skipped when already done. Needs root (apt-get, /etc/containers).
 #   containers/setup-podman.sh            # engine, containers.conf, localhost/debian-base:{bookworm,trixie}

@@ -1,4 +1,4 @@
-"""Start and stop the Compose stack with whichever engine this machine has (README "Containers").
+"""Start and stop the Compose stack with whichever engine this machine has (README "Run the full stack").
 
     python containers/stack.py images                  # build every image once, report their sizes
     python containers/stack.py up [--build] [--project NAME] [--env-file FILE]
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     engine = ensure_engine()
     if engine is None:
-        print("no container engine: see README 'Containers'", file=sys.stderr)
+        print("no container engine: see README 'Run the full stack'", file=sys.stderr)
         return 1
     stack = Stack(project=args.project, env_file=args.env_file, engine=engine)
     if args.action == "images":
