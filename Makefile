@@ -29,7 +29,7 @@ clients/typescript/node_modules/.installed: clients/typescript/package.json clie
 	cd clients/typescript && $(NPM_CI)
 	touch $@
 
-.PHONY: help install run migrate test lint format fuzz bench bench-smoke profile loadtest backup restore soak up down
+.PHONY: help install run migrate test lint format fuzz bench bench-smoke profile loadtest backup restore soak images up down stack-test
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,7 @@ lint: install ## The checks of .pre-commit-config.yaml, without pre-commit: ruff
 	$(TRACKED) | xargs -0r $(BIN)/check-added-large-files --maxkb=500 --enforce-all
 	$(TEXT) | xargs -0r $(BIN)/detect-private-key
 	$(TRACKED) '.github/workflows/*.yml' '.github/workflows/*.yaml' | xargs -0r $(BIN)/check-jsonschema --builtin-schema vendor.github-workflows
+	$(TRACKED) '.github/workflows/*.yml' '.github/workflows/*.yaml' | xargs -0r $(BIN)/actionlint
 
 format: install ## Format and fix what ruff can
 	$(BIN)/ruff format .
@@ -104,8 +105,20 @@ restore: ## Restore BACKUP into a new database RESTORE_DATABASE_URL with pg_rest
 soak: install ## 10 minutes of steady load on a local stack: worker memory, DB connections, metrics files stay flat
 	$(BIN)/python -m tests.reliability.soak --seconds $(SOAK_SECONDS)
 
-up: ## The full stack with Docker Compose (app x2, nginx, postgres, redis, rabbitmq, celery, monitoring)
-	docker compose up -d --build
+# Containers (README "Run the full stack"): Docker Compose where a Docker engine answers, else Podman with
+# docker-compose.debian.yml (every image built from Debian's packages; set up as root when missing).
+STACK_TEST_SECONDS ?= 840
 
-down: ## Stop the Compose stack (volumes are kept)
-	docker compose down
+images: install ## Build every image the Compose stack runs, once each, and report their sizes
+	$(BIN)/python containers/stack.py images
+
+up: install ## The full stack (app x2, nginx, postgres, redis, rabbitmq, celery, monitoring); makes .env and a certificate when missing
+	containers/prepare.sh
+	$(BIN)/python containers/stack.py up --build
+
+down: install ## Stop the Compose stack (volumes are kept)
+	$(BIN)/python containers/stack.py down
+
+stack-test: install ## Build and run the Compose stack, check it end to end over TLS (a replica removed under load), then remove it
+	STACK_TEST_SECONDS=$(STACK_TEST_SECONDS) timeout --kill-after=60 $$(( $(STACK_TEST_SECONDS) + 120 )) \
+		$(BIN)/python containers/stack_test.py

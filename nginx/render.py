@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
 
-# Docker Compose: two or more `app` replicas behind the name `app` (Nginx resolves every replica's
-# address when it starts or reloads), certificates mounted at /etc/nginx/certs.
+# Docker Compose: two or more `app` replicas behind the name `app`, looked up again through the
+# container's DNS server (the Nginx image's entrypoint fills in NGINX_LOCAL_RESOLVERS) every few
+# seconds, so a replica that is removed, recreated or added is seen without a reload; certificates
+# mounted at /etc/nginx/certs.
 PRESETS: dict[str, dict[str, object]] = {
     "compose": {
         "user": "nginx",
@@ -32,6 +36,8 @@ PRESETS: dict[str, dict[str, object]] = {
         "cert": "/etc/nginx/certs/fullchain.pem",
         "key": "/etc/nginx/certs/privkey.pem",
         "upstream": ["app:8000"],
+        "resolver": "${NGINX_LOCAL_RESOLVERS}",
+        "http2": "on",
     },
 }
 
@@ -52,7 +58,36 @@ DEFAULTS: dict[str, object] = {
     "max_fails": 1,
     "fail_timeout": 5,
     "micro_cache_seconds": 5,
+    # None: the upstream servers are resolved once, at start. An address (or several): a single
+    # upstream name is looked up through it again every `resolver_valid` seconds.
+    "resolver": None,
+    "resolver_valid": 5,
+    # "on": `http2 on;` (Nginx 1.25.1 and later); "listen": the older `listen ... http2` form;
+    # "auto": whichever the `nginx` on this machine understands (`on` when there is none).
+    "http2": "auto",
 }
+
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+
+
+def _local_nginx_version() -> tuple[int, ...] | None:
+    nginx = shutil.which("nginx") or next(
+        (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(path).exists()), None
+    )
+    if nginx is None:
+        return None
+    result = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
+    found = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", result.stderr + result.stdout)
+    return tuple(int(part) for part in found.groups()) if found else None
+
+
+def _http2_style(setting: str) -> str:
+    if setting == "auto":
+        version = _local_nginx_version()
+        return "listen" if version is not None and version < HTTP2_DIRECTIVE_SINCE else "on"
+    if setting not in {"on", "listen"}:
+        raise ValueError(f"http2 is 'on', 'listen' or 'auto', not {setting!r}")
+    return setting
 
 
 def _port_of(listen: str) -> int:
@@ -73,6 +108,10 @@ def render(**params: object) -> str:
         f"        server {server} max_fails={values['max_fails']} fail_timeout={values['fail_timeout']}s;"
         for server in upstreams  # type: ignore[union-attr]
     )
+    resolver = values["resolver"]
+    if resolver and len(upstreams) != 1:  # type: ignore[arg-type]
+        raise ValueError("a resolver re-resolves one upstream name (every replica behind it), not a list")
+    http2 = _http2_style(str(values["http2"]))
     fills = {
         "USER_DIRECTIVE": f"user {values['user']};" if values["user"] else "# (no `user`: workers run as the master)",
         "PREFIX": prefix,
@@ -85,6 +124,15 @@ def render(**params: object) -> str:
         "CERT": cert,
         "KEY": key,
         "UPSTREAM_SERVERS": servers,
+        "RESOLVER": f"    resolver {resolver} valid={values['resolver_valid']}s ipv6=off;\n    resolver_timeout 2s;"
+        if resolver
+        else "    # (no `resolver`: the upstream servers are resolved once, at start)",
+        # A variable in proxy_pass makes Nginx resolve the name at request time (the upstream block
+        # above then stands unused); every address it returns is a server to balance and retry over.
+        "UPSTREAM_VARIABLE": f"        set $shop_app_address {upstreams[0]};" if resolver else "",  # type: ignore[index]
+        "PROXY_PASS": "http://$shop_app_address" if resolver else "http://shop_app",
+        "LISTEN_HTTP2": " http2" if http2 == "listen" else "",
+        "HTTP2": "        http2 on;" if http2 == "on" else "",
         "RATE_PER_SECOND": values["rate"],
         "RATE_BURST": values["burst"],
         "MICRO_CACHE_SECONDS": values["micro_cache_seconds"],
@@ -116,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, help="requests per second per client address (limit_req)")
     parser.add_argument("--burst", type=int, help="burst allowed over the rate")
     parser.add_argument("--micro-cache-seconds", type=int, help="how long a catalog page is served from Nginx")
+    parser.add_argument("--resolver", help="DNS server(s) to look the one upstream name up again through")
+    parser.add_argument("--http2", choices=["on", "listen", "auto"], help="HTTP/2 syntax (default: auto)")
     args = vars(parser.parse_args(argv))
     preset = PRESETS.get(args.pop("preset") or "", {})
     out = args.pop("out")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import click
 from sqlalchemy import func, select
 
 from shop.extensions import db
@@ -55,3 +56,21 @@ def test_seed_fills_the_catalog_and_if_empty_leaves_it(runner, app):
     assert again.exit_code == 0 and "nothing seeded" in again.output
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Product)) == 50
+
+
+def test_seed_progress_advances_in_small_steps(runner, app, monkeypatch):
+    steps: list[int] = []
+    real_progressbar = click.progressbar
+
+    def recording_progressbar(*args, **kwargs):
+        bar = real_progressbar(*args, **kwargs)
+        update = bar.update
+        bar.update = lambda n, current_item=None: (steps.append(n), update(n, current_item))[1]
+        return bar
+
+    monkeypatch.setattr(click, "progressbar", recording_progressbar)
+    result = runner.invoke(args=["seed", "--categories", "2", "--products", "1050"])
+
+    assert result.exit_code == 0, result.output
+    # 1,050 rows in one written batch: the bar still moves every 100 rows, then the last 50.
+    assert steps == [100] * 10 + [50]

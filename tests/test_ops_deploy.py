@@ -8,17 +8,20 @@ hadolint, and the references between them (service names, ports, mounted files) 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
+import sys
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.ops_processes import ROOT, VENV_BIN
+from tests.ops_processes import ROOT, VENV_BIN, load_nginx_render
 
 K8S = ROOT / "deploy" / "k8s"
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_DEBIAN = ROOT / "docker-compose.debian.yml"
 
 
 def venv_tool(name: str) -> str:
@@ -49,13 +52,48 @@ def compose() -> dict[str, Any]:
 # Kubernetes
 
 
-def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
-    files = [str(path) for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"]
-    result = subprocess.run(
-        [venv_tool("kubernetes-validate"), "--strict", *files], capture_output=True, text=True, timeout=120
+def minimum_kubernetes() -> str:
+    """The oldest Kubernetes the manifests support, as kustomization.yaml states it."""
+    found = re.search(r"^# Kubernetes (\d+\.\d+) or later", (K8S / "kustomization.yaml").read_text(), re.MULTILINE)
+    assert found, "kustomization.yaml states no minimum Kubernetes version"
+    return found.group(1)
+
+
+def validate(*files: str, version: str | None = None) -> subprocess.CompletedProcess[str]:
+    versions = ["--kubernetes-version", f"{version}.0"] if version else []
+    return subprocess.run(
+        [venv_tool("kubernetes-validate"), "--strict", *versions, *files], capture_output=True, text=True, timeout=120
     )
+
+
+@pytest.mark.parametrize("version", [None, minimum_kubernetes()], ids=["latest", "stated-minimum"])
+def test_every_manifest_validates_against_the_kubernetes_schemas(version: str | None) -> None:
+    files = [str(path) for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"]
+    result = validate(*files, version=version)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("passed for resource") == len(manifests())
+
+
+def test_the_stated_minimum_is_needed_an_older_kubernetes_lacks_the_prestop_sleep_action() -> None:
+    major, minor = minimum_kubernetes().split(".")
+    assert minimum_kubernetes() == "1.30"  # preStop `sleep`: alpha (off) in 1.29, on by default in 1.30
+    older = validate(str(K8S / "api-deployment.yaml"), version=f"{major}.{int(minor) - 2}")
+    assert older.returncode != 0 and "'sleep' was unexpected" in older.stdout + older.stderr
+
+
+def test_every_pod_runs_hardened_non_root_read_only_with_the_default_seccomp_profile() -> None:
+    pods = {
+        name: item["spec"]["template"]["spec"] for name, item in {**of_kind("Deployment"), **of_kind("Job")}.items()
+    }
+    assert "shop-migrate" in pods
+    for name, pod in pods.items():
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
 
 
 def test_kustomization_lists_real_files_and_leaves_out_the_secret_template() -> None:
@@ -131,9 +169,10 @@ def test_the_migration_job_and_the_config_templates_fit_the_app() -> None:
 # Docker
 
 
-def test_the_compose_file_validates_against_the_compose_specification() -> None:
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_DEBIAN], ids=lambda path: path.name)
+def test_the_compose_files_validate_against_the_compose_specification(path) -> None:
     result = subprocess.run(
-        [venv_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        [venv_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -166,7 +205,8 @@ def test_compose_runs_every_service_of_the_stack_with_health_and_order() -> None
                 assert "healthcheck" in services[dependency], (name, dependency)
     assert services["app"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     for name in ("app", "worker", "beat", "migrate"):
-        assert services[name]["env_file"][0]["path"] == ".env", name
+        # .env unless SHOP_ENV_FILE names another (the stack test's generated one).
+        assert services[name]["env_file"][0]["path"] == "${SHOP_ENV_FILE:-.env}", name
     declared = set(compose()["volumes"])
     for service in services.values():
         for volume in service.get("volumes", []):
@@ -175,10 +215,39 @@ def test_compose_runs_every_service_of_the_stack_with_health_and_order() -> None
                 assert source == "./nginx/certs" or (ROOT / source).exists(), source
             else:
                 assert source in declared, source
-    # Only Nginx is published on every interface; the consoles listen on loopback.
+    # Only Nginx is published on every interface (SHOP_PUBLISH_ADDRESS may narrow it); the consoles
+    # listen on loopback. Every published port is configurable, so a stack never takes a port the
+    # machine already serves.
     for name, service in services.items():
         for port in service.get("ports", []):
             assert name == "nginx" or port.startswith("127.0.0.1:"), (name, port)
+            assert re.fullmatch(
+                r"(127\.0\.0\.1|\$\{SHOP_PUBLISH_ADDRESS:-0\.0\.0\.0\}):\$\{[A-Z_]+_PORT:-\d+\}:\d+", port
+            ), port
+
+
+def test_the_debian_override_builds_every_image_the_stack_pulls_but_grafana() -> None:
+    base = compose()["services"]
+    override = yaml.safe_load(COMPOSE_DEBIAN.read_text())["services"]
+    assert set(override) == set(base)
+    targets = set(
+        re.findall(r"^FROM \S+ AS ([\w-]+)$", (ROOT / "containers" / "services.Dockerfile").read_text(), re.M)
+    )
+    for name, service in override.items():
+        if name == "grafana":  # no Debian package: never started here (its files are checked above)
+            assert service == {"profiles": ["grafana"]}
+            continue
+        assert service["image"].startswith("localhost/"), name
+        build = service["build"]
+        if build["context"] == ".":  # the shop's own image, on the Debian base with Debian's Python
+            assert build["args"]["BASE"] == "localhost/debian-base:bookworm", name
+        else:
+            assert build["dockerfile"] == "services.Dockerfile" and build["target"] in targets, name
+        # podman-compose appends lists rather than replacing them: the override sets none the base sets.
+        for key, value in service.items():
+            assert not (isinstance(value, list) and key in base[name]), (name, key)
+        for key in ("healthcheck", "command", "ports", "volumes", "environment"):
+            assert key not in service, (name, key)
 
 
 def test_what_the_configs_reach_for_is_in_the_compose_stack() -> None:
@@ -202,7 +271,7 @@ def test_what_the_configs_reach_for_is_in_the_compose_stack() -> None:
 
 def test_the_dockerfile_passes_hadolint_and_builds_a_small_non_root_image() -> None:
     result = subprocess.run(
-        [venv_tool("hadolint"), "--failure-threshold", "info", "Dockerfile"],
+        [venv_tool("hadolint"), "--failure-threshold", "info", "Dockerfile", "containers/services.Dockerfile"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -213,6 +282,9 @@ def test_the_dockerfile_passes_hadolint_and_builds_a_small_non_root_image() -> N
     assert re.search(r"^USER 10001", dockerfile, re.MULTILINE)
     assert "HEALTHCHECK" in dockerfile
     assert 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]' in dockerfile
+    # The base is a build argument: the official slim Python image unless told otherwise.
+    assert re.search(r"^ARG BASE=python:3\.11-slim-bookworm$", dockerfile, re.MULTILINE)
+    assert re.search(r"^FROM \$\{BASE\} AS python$", dockerfile, re.MULTILINE)
     # The runtime stage installs only the "# Runtime" section of requirements.txt.
     requirements = (ROOT / "requirements.txt").read_text().splitlines()
     assert requirements[0] == "# Runtime"
@@ -225,3 +297,82 @@ def test_the_dockerfile_passes_hadolint_and_builds_a_small_non_root_image() -> N
                 if not source.startswith("--"):
                     assert source.rstrip("/") in allowed, source
                     assert (ROOT / source).exists(), source
+
+
+def _stack_module() -> Any:
+    """containers/stack.py as a module (a script beside the other container files)."""
+    spec = importlib.util.spec_from_file_location("shop_containers_stack", ROOT / "containers" / "stack.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_podman_start_order_follows_depends_on_and_its_conditions() -> None:
+    stack = _stack_module()
+    services = compose()["services"]
+    groups = stack.start_order({**services, "grafana": {**services["grafana"], "profiles": ["grafana"]}})
+    position = {name: index for index, group in enumerate(groups) for name in group}
+
+    assert "grafana" not in position  # a profile's service is not started by default
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            if name != "grafana":
+                assert position[dependency] < position[name], (dependency, name)
+    states = {name: stack.wanted_state(service) for name, service in services.items()}
+    assert states["migrate"] == "completed"
+    assert states["postgres"] == states["app"] == states["nginx"] == "healthy"
+    assert states["nginx-exporter"] == "running"
+    cycle = {"a": {"depends_on": {"b": {}}}, "b": {"depends_on": {"a": {}}}}
+    with pytest.raises(stack.StackError, match="cycle"):
+        stack.start_order(cycle)
+
+
+def test_prepare_makes_the_env_file_and_certificate_once_and_never_overwrites(tmp_path) -> None:
+    env_file, certs = tmp_path / "stack.env", tmp_path / "certs"
+    prepare = [str(ROOT / "containers" / "prepare.sh"), str(env_file), str(certs)]
+    first = subprocess.run(prepare, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if not line.startswith("#"))
+    assert set(values) == {
+        "SECRET_KEY",
+        "JWT_SECRET_KEY",
+        "POSTGRES_PASSWORD",
+        "RABBITMQ_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    }
+    assert len(set(values.values())) == len(values) and all(len(value) == 64 for value in values.values())
+    assert env_file.stat().st_mode & 0o077 == 0  # secrets readable by their owner only
+    assert (certs / "fullchain.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    before = env_file.read_text(), (certs / "privkey.pem").read_bytes()
+    again = subprocess.run(prepare, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "wrote" not in again.stdout
+    assert (env_file.read_text(), (certs / "privkey.pem").read_bytes()) == before
+
+
+def test_the_compose_nginx_re_resolves_the_app_replicas_and_uses_the_current_http2_syntax() -> None:
+    nginx = (ROOT / "nginx" / "nginx.compose.conf").read_text()
+    compose_nginx = compose()["services"]["nginx"]
+    # The image's entrypoint fills in the engine's DNS server from the container's resolv.conf.
+    assert "resolver ${NGINX_LOCAL_RESOLVERS} valid=5s" in nginx
+    assert compose_nginx["environment"]["NGINX_ENTRYPOINT_LOCAL_RESOLVERS"] == "1"
+    assert "./nginx/nginx.compose.conf:/etc/nginx/templates/nginx.conf.template:ro" in compose_nginx["volumes"]
+    # A variable in proxy_pass: the name is resolved at request time, in every location that proxies.
+    assert "set $shop_app_address app:8000;" in nginx
+    assert nginx.count("proxy_pass http://$shop_app_address;") == nginx.count("proxy_pass ") == 2
+    assert re.search(r"^\s+http2 on;$", nginx, re.M) and not re.search(r"listen [^;]* http2", nginx)
+
+
+def test_the_nginx_renderer_writes_either_http2_syntax_and_one_resolved_name_only() -> None:
+    render = load_nginx_render()
+    current, legacy = render.render(http2="on"), render.render(http2="listen")
+    assert "        http2 on;" in current and "ssl http2 default_server" not in current
+    assert "ssl http2 default_server" in legacy and "http2 on;" not in legacy
+    # Loopback renders (tests, benchmarks) keep the upstream block and its keep-alive pool.
+    assert "proxy_pass http://shop_app;" in current and "resolver " not in current
+    with pytest.raises(ValueError, match="http2"):
+        render.render(http2="maybe")
+    with pytest.raises(ValueError, match="one upstream name"):
+        render.render(resolver="127.0.0.11", upstream=["a:8000", "b:8000"])

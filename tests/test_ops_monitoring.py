@@ -62,6 +62,22 @@ def test_alert_rules_pass_promtool_and_their_unit_tests() -> None:
     assert names - {"ShopTargetDown", "ShopTasksFailing"} <= fired
 
 
+def test_every_alert_has_a_runbook_line_saying_what_it_means_and_what_to_do() -> None:
+    for rule in alert_rules():
+        runbook = rule["annotations"].get("runbook", "")
+        assert re.fullmatch(r"Means: .{20,}\. Do: .{20,}", runbook), (rule["alert"], runbook)
+
+
+def test_every_scrape_job_has_an_alert_for_when_its_target_is_absent() -> None:
+    jobs = {job["job_name"] for job in yaml.safe_load((MONITORING / "prometheus.yml").read_text())["scrape_configs"]}
+    (absent,) = (rule for rule in alert_rules() if rule["alert"] == "ShopScrapeTargetAbsent")
+    watched = set(re.findall(r'absent\(up\{job="([^"]+)"\}\)', absent["expr"]))
+    assert watched == jobs, (
+        f"jobs without an absent() alert: {sorted(jobs - watched)}; unknown: {sorted(watched - jobs)}"
+    )
+    assert "$labels.job" in absent["annotations"]["summary"]
+
+
 def test_alertmanager_config_passes_amtool_and_sends_email() -> None:
     result = run_tool(need_binary("amtool"), "check-config", "alertmanager.yml")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -228,5 +228,12 @@ def test_prometheus_evaluates_every_dashboard_and_alert_expression(live_app: App
     rules = wait_until(rules_evaluated, timeout=15, what="every rule to be evaluated")
     assert {rule["name"] for rule in rules} == {rule["alert"] for rule in alert_rules()}
     assert all(rule["health"] == "ok" for rule in rules), [(r["name"], r.get("lastError")) for r in rules]
-    # A healthy app raises nothing.
-    assert [rule["name"] for rule in rules if rule["state"] != "inactive"] == []
+    # A healthy app raises nothing, but the absent-target alert for exactly the jobs this Prometheus
+    # does not scrape (it scrapes the app alone): never for the app itself.
+    active = [rule for rule in rules if rule["state"] != "inactive"]
+    assert [rule["name"] for rule in active] == ["ShopScrapeTargetAbsent"]
+    jobs = {
+        job["job_name"]
+        for job in yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())["scrape_configs"]
+    }
+    assert {alert["labels"]["job"] for alert in active[0]["alerts"]} == jobs - {"shop"}

@@ -64,6 +64,47 @@ def test_the_schema_check_rejects_a_job_without_a_runner(tmp_path):
     assert "jobs" in result.stdout
 
 
+def _actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / "actionlint"), "-no-color", *map(str, paths)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_every_workflow_passes_actionlint():
+    workflows = sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
+    result = _actionlint(*workflows)
+
+    assert {path.name for path in workflows} >= {"ci.yml", "image.yml"}
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_rejects_an_undefined_step_output(tmp_path):
+    broken = _load(ROOT / ".github" / "workflows" / "image.yml")
+    broken["jobs"]["image"]["steps"][-1]["env"]["TAGS"] = "${{ steps.nothing.outputs.tags }}"
+    path = tmp_path / "image.yml"
+    path.write_text(yaml.safe_dump(broken))
+    result = _actionlint(path)
+
+    assert result.returncode != 0 and "steps.nothing" in result.stdout
+
+
+def test_the_image_workflow_builds_the_dockerfile_and_pushes_only_outside_pull_requests():
+    job = _load(ROOT / ".github" / "workflows" / "image.yml")["jobs"]["image"]
+    (build,) = [step for step in job["steps"] if step.get("uses", "").startswith("docker/build-push-action@")]
+
+    assert build["with"]["context"] == "."
+    assert build["with"]["push"] == "${{ github.event_name != 'pull_request' }}"
+    assert job["permissions"]["packages"] == "write"
+
+
+def test_the_stack_test_runs_in_ci_run_and_in_the_workflow():
+    steps = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    job = _workflow()["jobs"]["stack-test"]
+
+    assert "make stack-test" in steps and steps.index("make stack-test") > steps.index("make test")
+    assert [run for run in _runs(job) if run.startswith("make ")] == ["make install", "make stack-test"]
+    assert job["env"]["CI"] == "true"  # no engine there is a failure, never a skip
+
+
 def test_ci_runs_on_push_and_pull_request():
     workflow = _workflow()
     triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true

@@ -26,6 +26,8 @@ CATEGORY_NAMES = [
     "Displays", "Furniture", "Travel", "Tools",
 ]  # fmt: skip
 BATCH = 10_000
+# The progress bar moves every PROGRESS_STEP rows as they are made, not once per written batch.
+PROGRESS_STEP = 100
 COLUMNS = ("name", "description", "price", "stock", "image", "category_id", "hidden", "created_at", "updated_at")
 
 
@@ -48,11 +50,24 @@ def seed(categories: int, products: int, if_empty: bool, random_seed: int) -> No
     with click.progressbar(length=products, label="Seeding products") as bar:
         for offset in range(0, products, BATCH):
             size = min(BATCH, products - offset)
-            write(_product_row(rng, category_ids, first + timedelta(seconds=offset + n)) for n in range(size))
-            bar.update(size)
+            rows = (_product_row(rng, category_ids, first + timedelta(seconds=offset + n)) for n in range(size))
+            write(_counted(rows, bar))
     db.session.commit()
     catalog_changed()
     click.echo(f"Seeded {categories} categories and {products} products.")
+
+
+def _counted(rows: Iterator[dict[str, Any]], bar: Any) -> Iterator[dict[str, Any]]:
+    """The rows as they are, advancing the progress bar every PROGRESS_STEP of them and at the end."""
+    pending = 0
+    for row in rows:
+        yield row
+        pending += 1
+        if pending == PROGRESS_STEP:
+            bar.update(pending)
+            pending = 0
+    if pending:
+        bar.update(pending)
 
 
 def _add_categories(count: int) -> list[int]:
