@@ -84,11 +84,12 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    """`flask create-admin` and `flask seed`."""
+    """`flask create-admin`, `flask set-role` and `flask seed`."""
     from shop.products.cli import seed
-    from shop.users.cli import create_admin
+    from shop.users.cli import create_admin, set_role_command
 
     app.cli.add_command(create_admin)
+    app.cli.add_command(set_role_command)
     app.cli.add_command(seed)
 
 

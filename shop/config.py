@@ -13,6 +13,18 @@ INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
 
 # Values that must never reach production as they are here.
 DEV_SECRET = "dev-only-secret-change-me-0123456789abcdef"  # noqa: S105 - refused in production
+# The environments that may run on DEV_SECRET; any other APP_ENV name gets production's rules.
+RELAXED_ENVS = frozenset({"development", "testing"})
+MIN_SECRET_BYTES = 32
+# Secrets published in this repository's examples (deploy/k8s/secret.example.yaml, docs): never real.
+KNOWN_SECRETS = frozenset(
+    {
+        DEV_SECRET,
+        "change-me-to-a-long-random-string",
+        "change-me-to-another-long-random-string",
+        "change-me",
+    }
+)
 
 
 OUTBOX_QUEUE = "outbox-relay"
@@ -70,14 +82,10 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config mapping from environment variables (docs/api.md's table)."""
     env = dict(os.environ if env is None else env)
     app_env = env.get("APP_ENV", "development")
-    production = app_env == "production"
-
     secret_key = env.get("SECRET_KEY", "")
     jwt_secret = env.get("JWT_SECRET_KEY", "")
-    if production:
-        missing = [name for name, value in (("SECRET_KEY", secret_key), ("JWT_SECRET_KEY", jwt_secret)) if not value]
-        if missing:
-            raise ConfigError("APP_ENV=production needs " + " and ".join(missing) + " to be set (see .env.example).")
+    if app_env not in RELAXED_ENVS:
+        check_secrets(app_env, {"SECRET_KEY": secret_key, "JWT_SECRET_KEY": jwt_secret})
     database_url = _database_url(env)
     redis_url = env.get("REDIS_URL") or None
     broker_url = env.get("CELERY_BROKER_URL") or None
@@ -97,7 +105,8 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "API_TITLE": "Shop API",
         "API_VERSION": "1.0.0",
         "OPENAPI_VERSION": "3.0.3",
-        "OPENAPI_URL_PREFIX": "/api",
+        # API_DOCS=false: no OpenAPI document, Swagger UI or ReDoc (a production that does not publish them).
+        "OPENAPI_URL_PREFIX": "/api" if _bool(env.get("API_DOCS"), True) else None,
         "OPENAPI_JSON_PATH": "openapi.json",
         "OPENAPI_SWAGGER_UI_PATH": "/docs/",
         "OPENAPI_SWAGGER_UI_URL": DOCS_ASSETS_PATH,
@@ -125,6 +134,8 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=_int(env, "JWT_ACCESS_MINUTES", 15)),
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=_int(env, "JWT_REFRESH_DAYS", 7)),
+        # A session's absolute lifetime: refreshing never carries a sign-in past it (RFC 9700 4.14.2).
+        "SESSION_MAX_AGE": timedelta(days=_int(env, "SESSION_MAX_DAYS", 30)),
         "JWT_ERROR_MESSAGE_KEY": "message",
         "JWT_REFRESH_JSON_KEY": "refresh",
         # Cache, rate limits, token blocklist
@@ -140,6 +151,8 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "RATELIMIT_ANON": env.get("RATELIMIT_ANON", "300/minute"),
         "RATELIMIT_USER": env.get("RATELIMIT_USER", "1200/minute"),
         "RATELIMIT_AUTH": env.get("RATELIMIT_AUTH", "10/minute"),
+        # Per account named on sign-in, per email address given on registration, wherever the tries come from.
+        "RATELIMIT_ACCOUNT": env.get("RATELIMIT_ACCOUNT", "10/minute"),
         "RATELIMIT_STORAGE_URI": redis_url or "memory://",
         "RATELIMIT_STORAGE_OPTIONS": {"socket_timeout": 0.25, "socket_connect_timeout": 0.25} if redis_url else {},
         "RATELIMIT_HEADERS_ENABLED": True,
@@ -152,6 +165,13 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "EMAIL_MAX_RETRIES": _int(env, "EMAIL_MAX_RETRIES", 5),
         "EMAIL_RETRY_BACKOFF_MAX": _int(env, "EMAIL_RETRY_BACKOFF_MAX", 300),
         "OUTBOX_GRACE_SECONDS": _int(env, "OUTBOX_GRACE_SECONDS", 30),
+        # Stock reservations: an unpaid order holds its stock this long, then beat cancels it; what one
+        # customer's unpaid orders may hold at once (0: no cap).
+        "PENDING_ORDER_MINUTES": _int(env, "PENDING_ORDER_MINUTES", 15),
+        "MAX_PENDING_ORDERS": _int(env, "MAX_PENDING_ORDERS", 5),
+        "MAX_PENDING_UNITS": _int(env, "MAX_PENDING_UNITS", 2000),
+        # Orders (and so confirmation emails) one customer may place in an hour (0: no cap).
+        "MAX_ORDERS_PER_HOUR": _int(env, "MAX_ORDERS_PER_HOUR", 30),
         # Mail
         "MAIL_SERVER": env.get("MAIL_SERVER") or None,
         "MAIL_PORT": _int(env, "MAIL_PORT", 25),
@@ -163,6 +183,20 @@ def load_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         "DEV_QUERY_BUDGET": _int(env, "DEV_QUERY_BUDGET", 20),
     }
     return config
+
+
+def check_secrets(app_env: str, secrets: dict[str, str]) -> None:
+    """Production rules (any APP_ENV but development/testing): every secret set, long, unpublished, its own."""
+    missing = [name for name, value in secrets.items() if not value]
+    if missing:
+        raise ConfigError(f"APP_ENV={app_env} needs " + " and ".join(missing) + " to be set (see .env.example).")
+    for name, value in secrets.items():
+        if value.strip() in KNOWN_SECRETS or "change-me" in value:
+            raise ConfigError(f"{name} is a published example value; set a random one (see .env.example).")
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"{name} is shorter than {MIN_SECRET_BYTES} bytes; use a long random value.")
+    if len(set(secrets.values())) < len(secrets):
+        raise ConfigError(" and ".join(secrets) + " are the same value; each needs its own.")
 
 
 def celery_config(broker_url: str | None, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -198,6 +232,12 @@ def celery_config(broker_url: str | None, env: dict[str, str] | None = None) -> 
                 "options": {"expires": max(relay_seconds, 1.0)},
             },
             "purge-expired-keys-and-tokens": {"task": "shop.orders.tasks.purge_expired", "schedule": 3600.0},
+            # Unpaid orders past PENDING_ORDER_MINUTES give their stock back (checked each minute).
+            "expire-pending-orders": {
+                "task": "shop.orders.tasks.expire_pending_orders",
+                "schedule": 60.0,
+                "options": {"expires": 60.0},
+            },
         },
     }
 

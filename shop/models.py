@@ -2,7 +2,7 @@
 
 from shop.orders.models import EmailOutbox, IdempotencyKey, Order, OrderItem, OrderStatus
 from shop.products.models import Category, Product
-from shop.users.models import RevokedToken, User
+from shop.users.models import User, UserSession
 
 __all__ = [
     "Category",
@@ -12,6 +12,6 @@ __all__ = [
     "OrderItem",
     "OrderStatus",
     "Product",
-    "RevokedToken",
     "User",
+    "UserSession",
 ]

@@ -120,6 +120,12 @@ def staff(app: Flask) -> Any:
         return make_user(username="boss", email="boss@example.com", password=PASSWORD, is_staff=True)
 
 
+@pytest.fixture
+def admin(app: Flask) -> Any:
+    with app.app_context():
+        return make_user(username="root", email="root@example.com", password=PASSWORD, is_staff=True, is_admin=True)
+
+
 def token_for(client: FlaskClient, username: str, password: str = PASSWORD) -> dict[str, str]:
     response = client.post("/api/token/", json={"username": username, "password": password})
     assert response.status_code == 200, response.get_json()
@@ -138,3 +144,8 @@ def user_headers(client: FlaskClient, user: Any) -> dict[str, str]:
 @pytest.fixture
 def staff_headers(client: FlaskClient, staff: Any) -> dict[str, str]:
     return bearer(token_for(client, "boss")["access"])
+
+
+@pytest.fixture
+def admin_headers(client: FlaskClient, admin: Any) -> dict[str, str]:
+    return bearer(token_for(client, "root")["access"])

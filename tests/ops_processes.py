@@ -118,6 +118,9 @@ def gunicorn_env(database_url: str, metrics_dir: Path, **extra: str) -> dict[str
             "DATABASE_URL": database_url,
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "RATELIMIT_ENABLED": "false",
+            "MAX_PENDING_ORDERS": "0",  # process tests place many orders no one pays
+            "MAX_PENDING_UNITS": "0",
+            "MAX_ORDERS_PER_HOUR": "0",
             "LOG_LEVEL": "INFO",
         }
     )

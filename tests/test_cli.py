@@ -8,19 +8,32 @@ from sqlalchemy import func, select
 from shop.extensions import db
 from shop.products.models import Category, Product
 from shop.users.models import User
+from tests.conftest import PASSWORD
 
 
-def test_create_admin_makes_a_staff_user_who_can_log_in(runner, app, client):
+def test_create_admin_makes_an_admin_who_can_log_in(runner, app, client):
     result = runner.invoke(
         args=["create-admin", "root_admin", "--email", "root@example.com", "--password", "s3cret-pass"]
     )
 
     assert result.exit_code == 0, result.output
-    assert "Created staff user root_admin" in result.output
+    assert "Created admin root_admin" in result.output
     with app.app_context():
         admin = db.session.scalar(select(User).where(User.username == "root_admin"))
-        assert admin.is_staff and admin.check_password("s3cret-pass")
+        assert admin.is_staff and admin.is_admin and admin.check_password("s3cret-pass")
     assert client.post("/api/token/", json={"username": "root_admin", "password": "s3cret-pass"}).status_code == 200
+
+
+def test_set_role_changes_rights_and_ends_the_users_sessions(runner, app, client, user):
+    pair = client.post("/api/token/", json={"username": "alice", "password": PASSWORD}).get_json()
+
+    result = runner.invoke(args=["set-role", "alice", "staff"])
+
+    assert result.exit_code == 0 and "alice is now staff" in result.output
+    assert client.get("/api/users/me/", headers={"Authorization": f"Bearer {pair['access']}"}).status_code == 401
+    again = client.post("/api/token/", json={"username": "alice", "password": PASSWORD}).get_json()
+    assert client.get("/api/users/", headers={"Authorization": f"Bearer {again['access']}"}).status_code == 200
+    assert runner.invoke(args=["set-role", "nobody", "admin"]).exit_code != 0
 
 
 def test_create_admin_prompts_for_the_password(runner, app):

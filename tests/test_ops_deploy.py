@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import secrets
 import subprocess
 import sys
 from typing import Any
@@ -160,9 +161,12 @@ def test_the_migration_job_and_the_config_templates_fit_the_app() -> None:
     assert config["APP_ENV"] == "production"
     assert {"SECRET_KEY", "JWT_SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"} <= set(secret)
     assert not set(config) & set(secret)
-    from shop.config import load_config
+    from shop.config import ConfigError, load_config
 
-    settings = load_config({**config, **secret})  # the production config loads from these alone
+    with pytest.raises(ConfigError, match="published example value"):
+        load_config({**config, **secret})  # the example's placeholders never start production
+    real = {"SECRET_KEY": secrets.token_hex(32), "JWT_SECRET_KEY": secrets.token_hex(32)}
+    settings = load_config({**config, **secret, **real})  # the production config loads from these alone
     assert settings["SQLALCHEMY_DATABASE_URI"].startswith("postgresql+psycopg2://")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import json
 import re
+import shutil
 import socket
 import socketserver
 import subprocess
@@ -151,6 +153,57 @@ def test_https_serves_the_api_and_http_redirects_to_it(edge: Edge, app: Flask) -
     plain = requests.get(f"http://127.0.0.1:{edge.http}/api/products/?page=1", allow_redirects=False, timeout=10)
     assert plain.status_code == 301
     assert plain.headers["Location"] == f"https://127.0.0.1:{edge.https}/api/products/?page=1"
+
+
+def test_tls_is_mozillas_intermediate_profile_with_no_high_or_critical_finding(edge: Edge, tmp_path: Path) -> None:
+    """testssl.sh (the Debian package .ci/run installs) against the rendered config: only AEAD suites with
+    forward secrecy on TLS 1.2, TLS 1.3, nothing older, and no finding of HIGH or CRITICAL severity."""
+    testssl = need_service("`testssl` (a Debian package .ci/run installs)", shutil.which("testssl"))
+    report = tmp_path / "testssl.json"
+    subprocess.run(
+        [
+            testssl,
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+            "--sneaky",
+            "--protocols",
+            "--std",
+            "--server-defaults",
+            "--vulnerable",
+            "--jsonfile",
+            str(report),
+            f"127.0.0.1:{edge.https}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    findings = json.loads(report.read_text())
+    # The certificate is the test's own self-signed one (a production one comes from Let's Encrypt):
+    # what is judged here is the configuration.
+    severe = [
+        f"{item['id']}: {item['finding']}"
+        for item in findings
+        if item["severity"] in {"HIGH", "CRITICAL"} and not item["id"].startswith("cert_")
+    ]
+    offered = {item["id"]: item["finding"] for item in findings}
+
+    assert severe == []
+    assert offered["SSLv3"] == "not offered" and offered["TLS1"] == "not offered" and offered["TLS1_1"] == "not offered"
+    assert offered["TLS1_3"].startswith("offered")
+    for suites in (
+        "cipherlist_NULL",
+        "cipherlist_aNULL",
+        "cipherlist_EXPORT",
+        "cipherlist_LOW",
+        "cipherlist_3DES_IDEA",
+        "cipherlist_AVERAGE",  # TLS 1.2 suites without AEAD (CBC)
+    ):
+        assert offered.get(suites) == "not offered", (suites, offered.get(suites), sorted(offered))
 
 
 def test_request_ids_are_passed_through_or_made_and_reach_the_app_log(edge: Edge) -> None:

@@ -387,9 +387,9 @@ def test_an_order_is_few_statements_and_reads_its_buyer_once(client, app, user_h
 
     assert response.status_code == 201
     statements = [" ".join(statement.split()) for statement in statements]
-    # The token check reads the buyer (and, without Redis, the revocation list): nothing reads it again.
+    # The token check reads the buyer (and, while Redis is not known complete, its session): nothing reads it again.
     assert sum(" FROM users " in statement for statement in statements) == 1
-    order = [" ".join(s.split()[:3]) for s in statements if " FROM users " not in s and "revoked_tokens" not in s]
+    order = [" ".join(s.split()[:3]) for s in statements if " FROM users " not in s and "user_sessions" not in s]
     # Then, only without a broker (as here), the email is sent in-process after the commit.
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         writes = ["WITH placed AS"]  # the order, its items and its outbox row in one statement

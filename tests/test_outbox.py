@@ -25,7 +25,10 @@ from tests.smtp import free_port
 def down(app, monkeypatch) -> Any:
     """The shop configured with a broker that is down (nothing listens at its address)."""
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # Celery prefers the variable to its configuration
-    shop = create_app(app_config(CELERY=celery_config(f"amqp://guest:guest@127.0.0.1:{free_port()}//")))
+    broker = celery_config(f"amqp://guest:guest@127.0.0.1:{free_port()}//")
+    shop = create_app(
+        app_config(CELERY=broker, MAX_PENDING_ORDERS=0, MAX_ORDERS_PER_HOUR=0)
+    )  # one buyer places dozens of orders
     yield shop
     app.extensions["celery"].set_current()
     app.extensions["celery"].set_default()

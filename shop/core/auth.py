@@ -41,8 +41,10 @@ def register_token_handlers(app: Flask) -> None:
     jwt.revoked_token_loader(lambda header, payload: unauthorized("The token has been revoked."))
     jwt.needs_fresh_token_loader(lambda header, payload: unauthorized("A fresh token is required."))
     jwt.token_verification_failed_loader(lambda header, payload: unauthorized("The token is invalid."))
-    jwt.user_lookup_error_loader(lambda header, payload: unauthorized("The token's user is not active."))
-    jwt.token_in_blocklist_loader(lambda header, payload: tokens.is_revoked(payload["jti"]))
+    jwt.user_lookup_error_loader(
+        lambda header, payload: unauthorized("The token's user is not active, or its session has ended.")
+    )
+    jwt.token_in_blocklist_loader(lambda header, payload: tokens.is_revoked(payload))
     jwt.user_identity_loader(lambda user_id: str(user_id))
     jwt.user_lookup_loader(lambda header, payload: tokens.load_active_user(payload))
     app.before_request(tokens.prefetch_revocation)  # the blocklist asked in the request's Redis round trip
@@ -71,6 +73,19 @@ def staff_required(view: Callable[P, R]) -> Callable[P, R]:
         return view(*args, **kwargs)
 
     setattr(wrapper, GUARDED, True)
+    return wrapper
+
+
+def admin_required(view: Callable[P, R]) -> Callable[P, R]:
+    """The view needs an admin's access token (403 for staff and customers); put outside `auth`."""
+
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        verify_jwt_in_request()
+        if not current_user.is_admin:
+            abort(403, message="Admins only.")
+        return view(*args, **kwargs)
+
     return wrapper
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from flask import Response, current_app
@@ -50,14 +51,27 @@ def readyz() -> Any:
     if config["CELERY"].get("broker_url"):
         checks["broker"] = _check_broker
     failed = {}
+    details = _from_private_network()
     for name, check in checks.items():
         try:
             check()
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            failed[name] = [f"{type(exc).__name__}: {exc}"[:200]]
+            # What failed is named to anyone; why (hosts, ports, driver messages) only to operators.
+            failed[name] = [f"{type(exc).__name__}: {exc}"[:200] if details else "unavailable"]
     if failed:
         return error_response(503, "Not ready: " + ", ".join(failed), failed, headers={"Retry-After": "5"})
     return {"status": "ready", "checks": list(checks)}
+
+
+def _from_private_network() -> bool:
+    """Whether the caller is on a loopback or private network (the client address behind TRUSTED_PROXIES)."""
+    from shop.infra.ratelimit import client_ip
+
+    try:
+        address = ipaddress.ip_address(client_ip())
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private
 
 
 def _check_database() -> None:

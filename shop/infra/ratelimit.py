@@ -126,6 +126,16 @@ def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
+def client_bucket() -> str:
+    """The client's address as limits count it: an IPv6 client by its /64, which one subscriber holds
+    and rotates addresses within; an IPv4 client by its address."""
+    address = client_ip()
+    if ":" in address:
+        with suppress(ValueError):
+            return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    return address
+
+
 def bearer_subject() -> str | None:
     """The user id in a valid access token (signature and expiry checked), or None; the view still checks it fully."""
     claims = bearer_claims()
@@ -136,15 +146,31 @@ def bearer_subject() -> str | None:
 
 def rate_limit_key() -> str:
     subject = bearer_subject()
-    return f"user:{subject}" if subject else f"ip:{client_ip()}"
+    return f"user:{subject}" if subject else f"ip:{client_bucket()}"
 
 
 def client_ip_key() -> str:
-    return f"ip:{client_ip()}"
+    return f"ip:{client_bucket()}"
+
+
+def body_key(field: str, normalize: Callable[[str], str] = str.casefold) -> Callable[[], str]:
+    """A limit key from a field of the JSON body (the account a sign-in names, the email a sign-up gives),
+    so guesses against one account are limited wherever they come from."""
+
+    def key() -> str:
+        body = request.get_json(silent=True)
+        value = body.get(field) if isinstance(body, dict) else None
+        return f"{field}:{normalize(value)[:320]}" if isinstance(value, str) else f"{field}:-"
+
+    return key
 
 
 def auth_limit() -> str:
     return current_app.config["RATELIMIT_AUTH"]
+
+
+def account_limit() -> str:
+    return current_app.config["RATELIMIT_ACCOUNT"]
 
 
 def _has_own_limit(view: Any, method: str) -> bool:
@@ -166,10 +192,13 @@ limiter.request_filter(_not_a_credential_view)
 
 
 def credential_limit(
-    key_func: Callable[[], str] = client_ip_key, methods: list[str] | None = None, **kwargs: Any
+    key_func: Callable[[], str] = client_ip_key,
+    methods: list[str] | None = None,
+    amount: Callable[[], str] = auth_limit,
+    **kwargs: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """RATELIMIT_AUTH on a view that checks a password (per client IP unless told), instead of the API budget."""
-    limit = limiter.limit(auth_limit, key_func=key_func, methods=methods, error_message=TOO_MANY, **kwargs)
+    limit = limiter.limit(amount, key_func=key_func, methods=methods, error_message=TOO_MANY, **kwargs)
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         limited = limit(view)
@@ -238,7 +267,7 @@ class RateLimits:
             return
         subject = bearer_subject()
         item = self.user if subject else self.anonymous
-        key = f"user:{subject}" if subject else f"ip:{client_ip()}"
+        key = f"user:{subject}" if subject else f"ip:{client_bucket()}"
         if self.redis is None:
             return self._count_locally(item, key, fallback=False)
         if time.monotonic() < self.down_until:

@@ -15,6 +15,7 @@ after the order commits.
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 from dataclasses import dataclass
 from datetime import timedelta
@@ -59,16 +60,27 @@ def order_committed(order_id: int) -> None:
         task(SEND_TASK).delay(order_id)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(value: str, limit: int = 200) -> str:
+    """A value someone typed, as one line of a text email: every line break, tab or control character a
+    space (however old the row that holds it), at most `limit` characters."""
+    return " ".join(_CONTROL.sub(" ", value).split())[:limit]
+
+
 def build_message(order: Order) -> EmailMessage:
-    """The seed's confirmation: subject with the order number, one line per product and quantity."""
+    """The seed's confirmation: subject with the order number, one line per product and quantity.
+
+    Every value a person typed (the customer's name, a product's name) is kept to its line."""
     lines = [
-        f"Dear {order.user.first_name or order.user.username},",
+        f"Dear {one_line(order.user.first_name or order.user.username)},",
         "",
         "Your order has been placed successfully.",
         "",
     ]
     lines.append("Order Details:")
-    lines += [f"- {item.product.name} (Quantity: {item.quantity})" for item in order.items]
+    lines += [f"- {one_line(item.product.name)} (Quantity: {item.quantity})" for item in order.items]
     lines += ["", f"Total: {order.total}", "", "Thank you for shopping with us!"]
     message = EmailMessage()
     message["Subject"] = f"Order Confirmation - Order #{order.id}"

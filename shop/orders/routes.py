@@ -46,7 +46,11 @@ class Orders(MethodView):
     @blp.arguments(IdempotencyHeaderSchema, location="headers", as_kwargs=True)
     @blp.arguments(OrderCreateSchema, example=ORDER_EXAMPLE)
     @blp.response(201, OrderSchema, headers={"Idempotent-Replayed": "IDEMPOTENT_REPLAYED"})
-    @blp.alt_response(409, response="CONFLICT", description="Not enough stock, or the Idempotency-Key is in use")
+    @blp.alt_response(
+        409,
+        response="CONFLICT",
+        description="Not enough stock, the Idempotency-Key is in use, or unpaid orders hold the most one customer may",
+    )
     def post(self, data: dict[str, Any], idempotency_key: str | None = None) -> Any:
         """Place an order: every item's stock is taken, or none"""
         # The service answers the body's bytes in OrderSchema's shape (documented above; tests hold them to it).

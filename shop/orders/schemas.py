@@ -7,9 +7,10 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from shop.core.schemas import Id, ResponseSchema, StrictSchema, TextEnum, UTCDateTimeField
-from shop.orders.models import EmailStatus, OrderStatus
+from shop.core.schemas import Id, ResponseSchema, StrictSchema, Text, TextEnum, UTCDateTimeField
+from shop.orders.models import EmailStatus, IdempotencyKey, OrderStatus
 from shop.products.schemas import ProductSchema
+from shop.users.models import User
 
 MAX_ITEMS = 100
 MAX_QUANTITY = 1000
@@ -49,9 +50,10 @@ ORDER_EXAMPLE = {"items": [{"product_id": 1, "quantity": 2}, {"product_id": 4, "
 
 
 class IdempotencyHeaderSchema(ma.Schema):
-    idempotency_key = fields.String(
+    idempotency_key = Text(
         data_key="Idempotency-Key",
-        validate=validate.Length(min=1, max=255),
+        min_length=1,
+        column=IdempotencyKey.key,
         metadata={"description": "Retry-safe key: a repeat with the same body replays the first answer (24 h)."},
     )
 
@@ -81,7 +83,7 @@ class OrderSchema(ResponseSchema):
 
 
 class OrderQuerySchema(ma.Schema):
-    user = fields.String(metadata={"description": "Staff only: orders of this username."})
+    user = Text(column=User.username, metadata={"description": "Staff only: orders of this username."})
     status = fields.Enum(OrderStatus, by_value=True, metadata={"description": "Only orders in this status."})
 
 

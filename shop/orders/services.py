@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 
 import orjson
+from flask import current_app
 from sqlalchemy import Connection, Row, Select, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
-from shop.core.errors import Conflict, NotFound, ValidationFailed
+from shop.core.errors import Conflict, NotFound, ShopError, ValidationFailed
 from shop.core.metrics import ORDERS_PLACED, STOCK_CONFLICTS
+from shop.core.schemas import MAX_ID
 from shop.core.time import utcnow
 from shop.extensions import db
 from shop.orders import catalog, emails, idempotency, statements
@@ -118,13 +120,23 @@ def _write_order(
 def _insert_order(
     connection: Connection, lines: list[dict[str, int]], taken: dict[int, Row[Any]], params: dict[str, Any]
 ) -> tuple[int, dict[int, int]]:
-    """Write the order, its items and its outbox row; answer the order's id and each product's item id."""
+    """Write the order, its items and its outbox row; answer the order's id and each product's item id.
+
+    With caps configured the order is written only while the buyer stays within them (conditions of
+    the order's INSERT itself); refused, nothing is written and the answer is a 409 or 429."""
+    capped = _set_caps(params, lines)
     if connection.dialect.name == "postgresql":
         for n, line in enumerate(lines):
             params[f"u{n}"] = taken[line["product_id"]].price
-        rows = connection.execute(statements.write_order(len(lines)), params).all()
+        rows = connection.execute(statements.write_order(len(lines), capped), params).all()
+        if not rows:
+            _refuse_over_caps(connection, params)
         return rows[0].order_id, {row.product_id: row.item_id for row in rows}
-    params["order"] = order_id = connection.execute(statements.INSERT_ORDER, params).scalar_one()
+    insert_order = statements.INSERT_ORDER_WITHIN_CAPS if capped else statements.INSERT_ORDER
+    order_id = connection.execute(insert_order, params).scalar_one_or_none()
+    if order_id is None:
+        _refuse_over_caps(connection, params)
+    params["order"] = order_id
     items = [
         {
             "order_id": order_id,
@@ -137,6 +149,48 @@ def _insert_order(
     item_ids = {product_id: item_id for item_id, product_id in connection.execute(statements.INSERT_ITEMS, items)}
     connection.execute(statements.INSERT_OUTBOX, params)
     return order_id, item_ids
+
+
+def _set_caps(params: dict[str, Any], lines: list[dict[str, int]]) -> bool:
+    """Bind the buyer's caps (MAX_PENDING_ORDERS, MAX_PENDING_UNITS, MAX_ORDERS_PER_HOUR); False when none is set."""
+    config = current_app.config
+    max_pending, max_units = config["MAX_PENDING_ORDERS"], config["MAX_PENDING_UNITS"]
+    max_recent = config["MAX_ORDERS_PER_HOUR"]
+    if not (max_pending or max_units or max_recent):
+        return False
+    params["max_pending"] = max_pending or MAX_ID
+    params["max_units"] = max_units or MAX_ID
+    params["max_recent"] = max_recent or MAX_ID
+    params["since"] = params["now"] - timedelta(hours=1)
+    params["units"] = sum(line["quantity"] for line in lines)
+    return True
+
+
+class TooManyPending(Conflict):
+    """The buyer's unpaid orders already hold as much as one customer may (MAX_PENDING_ORDERS/UNITS)."""
+
+
+class TooManyOrders(ShopError):
+    """The buyer placed MAX_ORDERS_PER_HOUR orders in the last hour."""
+
+    status = 429
+    headers = {"Retry-After": "600"}
+
+
+def _refuse_over_caps(connection: Connection, params: dict[str, Any]) -> NoReturn:
+    held = connection.execute(statements.PENDING_OF_BUYER, params).one()
+    db.session.rollback()
+    if held.recent >= params["max_recent"]:
+        # Each order sends an email: placing and cancelling in a loop must not make the shop a mailer.
+        raise TooManyOrders(f"You placed {held.recent} orders in the last hour, the most one customer may; try later.")
+    if held.orders >= params["max_pending"]:
+        message = f"You have {held.orders} unpaid orders, the most one customer may hold; pay or cancel one first."
+    else:
+        message = (
+            f"Your unpaid orders hold {held.units} units; with these {params['units']} that is more than "
+            f"the {params['max_units']} one customer may hold. Pay or cancel an order first."
+        )
+    raise TooManyPending(message, {"pending_orders": held.orders, "pending_units": held.units})
 
 
 def _refuse(connection: Connection, lines: list[dict[str, int]], taken: dict[int, Row[Any]]) -> NoReturn:
@@ -251,7 +305,9 @@ def get_order(viewer: Account, order_id: int, *, for_update: bool = False) -> Or
     """The order if the viewer may see it; another customer's order is not found, not forbidden."""
     query = select(Order).where(Order.id == order_id)
     if for_update:
-        query = query.with_for_update(of=Order)
+        # The row as the lock found it, even when this session read the order before (the status
+        # change's route does): a stale status would let a cancelled order be paid.
+        query = query.with_for_update(of=Order).execution_options(populate_existing=True)
     order = db.session.scalar(query)
     if order is None or (not viewer.is_staff and order.user_id != viewer.id):
         raise NotFound("No such order.")
@@ -266,18 +322,58 @@ def cancel_order(viewer: Account, order_id: int) -> Order:
         allowed = CANCELLABLE_BY_STAFF if viewer.is_staff else CANCELLABLE_BY_OWNER
         if order.status not in allowed:
             raise Conflict(f"An order that is {order.status.value} cannot be cancelled.")
-        quantities = {item.product_id: item.quantity for item in order.items}
-        _lock_products(sorted(quantities))
-        returned = db.session.connection().execute(statements.return_stock(len(quantities)), _lines(quantities))
-        changes[:] = [(row.id, row.stock, row.stock_version, row.stock == quantities[row.id]) for row in returned]
-        order.status = OrderStatus.CANCELLED
-        db.session.commit()
+        changes[:] = _cancel_locked(order)
         return order
 
     changes: list[tuple[int, int, int, bool]] = []
     order = _with_retries(write)
     catalog.stock_changed(changes)
     return order
+
+
+def _cancel_locked(order: Order) -> list[tuple[int, int, int, bool]]:
+    """Cancel an order whose row this transaction locked: every item's stock returns, then commit."""
+    quantities = {item.product_id: item.quantity for item in order.items}
+    _lock_products(sorted(quantities))
+    returned = db.session.connection().execute(statements.return_stock(len(quantities)), _lines(quantities))
+    changes = [(row.id, row.stock, row.stock_version, row.stock == quantities[row.id]) for row in returned]
+    order.status = OrderStatus.CANCELLED
+    db.session.commit()
+    return changes
+
+
+def expire_pending_orders(batch: int = 500) -> int:
+    """Cancel unpaid orders older than PENDING_ORDER_MINUTES, returning their stock; how many were cancelled.
+
+    Each order is locked and checked again before it is cancelled, so an order paid or cancelled
+    meanwhile (by staff, its owner, or another run of this task) is left as it is: stock returns once.
+    """
+    cutoff = utcnow() - timedelta(minutes=current_app.config["PENDING_ORDER_MINUTES"])
+    due = db.session.scalars(
+        select(Order.id)
+        .where(Order.status == OrderStatus.PENDING, Order.created_at < cutoff)
+        .order_by(Order.id)
+        .limit(batch)
+    ).all()
+    db.session.rollback()
+    expired = 0
+    for order_id in due:
+
+        def write(order_id: int = order_id) -> list[tuple[int, int, int, bool]] | None:
+            locked = select(Order).where(Order.id == order_id).with_for_update(of=Order)
+            order = db.session.scalar(locked.execution_options(populate_existing=True))
+            if order is None or order.status != OrderStatus.PENDING or order.created_at >= cutoff:
+                db.session.rollback()
+                return None
+            return _cancel_locked(order)
+
+        changes = _with_retries(write)
+        if changes is not None:
+            catalog.stock_changed(changes)
+            expired += 1
+    if expired:
+        logger.info("cancelled %d unpaid orders past their reservation time", expired)
+    return expired
 
 
 def change_status(viewer: Account, order_id: int, status: OrderStatus) -> Order:

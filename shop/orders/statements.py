@@ -19,6 +19,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     case,
+    func,
     insert,
     literal,
     select,
@@ -113,6 +114,52 @@ INSERT_ORDER: Insert = (
 )
 
 
+def _pending_of_buyer() -> tuple[Any, Any]:
+    """The buyer's pending orders and the units they hold, as scalar subqueries."""
+    pending = (ORDERS.c.user_id == bindparam("buyer"), ORDERS.c.status == literal(OrderStatus.PENDING.value))
+    orders = select(func.count()).select_from(ORDERS).where(*pending).scalar_subquery()
+    held = ITEMS.join(ORDERS, ORDERS.c.id == ITEMS.c.order_id)
+    units = select(func.coalesce(func.sum(ITEMS.c.quantity), 0)).select_from(held).where(*pending).scalar_subquery()
+    return orders, units
+
+
+def _orders_of_buyer_since() -> Any:
+    """How many orders the buyer placed since `since` (read on the index of a user's orders by time)."""
+    recent = (ORDERS.c.user_id == bindparam("buyer"), ORDERS.c.created_at >= bindparam("since"))
+    return select(func.count()).select_from(ORDERS).where(*recent).scalar_subquery()
+
+
+# With caps (MAX_PENDING_ORDERS, MAX_PENDING_UNITS, MAX_ORDERS_PER_HOUR): the order, written only while
+# the buyer placed fewer than `max_recent` orders since `since` and holds fewer than `max_pending`
+# pending orders and at most `max_units` units with this one (`units`): the caps cost no statement of
+# their own. Two orders of
+# one buyer at the same instant may both pass (READ COMMITTED); the per-user rate limit bounds that.
+_PENDING_ORDERS, _PENDING_UNITS = _pending_of_buyer()
+_RECENT_ORDERS = _orders_of_buyer_since()
+INSERT_ORDER_WITHIN_CAPS: Insert = (
+    insert(ORDERS)
+    .from_select(
+        ["user_id", "status", "total", "created_at", "updated_at"],
+        select(
+            bindparam("buyer", type_=ORDERS.c.user_id.type),
+            literal(OrderStatus.PENDING.value),
+            bindparam("amount", type_=ORDERS.c.total.type),
+            bindparam("now", type_=ORDERS.c.created_at.type),
+            bindparam("now", type_=ORDERS.c.updated_at.type),
+        ).where(
+            bindparam("max_pending") > _PENDING_ORDERS,
+            _PENDING_UNITS + bindparam("units") <= bindparam("max_units"),
+            bindparam("max_recent") > _RECENT_ORDERS,
+        ),
+    )
+    .returning(ORDERS.c.id)
+)
+# What the buyer holds, for the message of an order the caps refused.
+PENDING_OF_BUYER: Select[Any] = select(
+    _PENDING_ORDERS.label("orders"), _PENDING_UNITS.label("units"), _RECENT_ORDERS.label("recent")
+)
+
+
 # All of an order's items, answering each item's id with its product. Run with one parameter set
 # per item: SQLAlchemy sends them as one multi-row INSERT … VALUES … RETURNING ("insertmanyvalues").
 INSERT_ITEMS: Insert = insert(ITEMS).returning(ITEMS.c.id, ITEMS.c.product_id)
@@ -134,16 +181,17 @@ INSERT_OUTBOX: Insert = (
 
 
 @cache
-def write_order(lines: int) -> Select[Any]:
+def write_order(lines: int, capped: bool = False) -> Select[Any]:
     """PostgreSQL: the order, its items and its outbox row in one statement (data-modifying CTEs).
 
     Answers `(order_id, item_id, product_id)` for each item. One round trip instead of three, which
     matters most while the transaction holds the stock rows it took: a hot product's row is locked
     from `take_stock` to the commit, and every buyer of it queues for that time. Parameters as
     above, plus `u0…` the lines' unit prices. (SQLite has no INSERT in a WITH: it runs INSERT_ORDER,
-    INSERT_ITEMS and INSERT_OUTBOX, the same rows.)
+    INSERT_ITEMS and INSERT_OUTBOX, the same rows.) `capped`: the order is INSERT_ORDER_WITHIN_CAPS,
+    and a refused one inserts nothing at all (no rows answered).
     """
-    order = INSERT_ORDER.cte("placed")
+    order = (INSERT_ORDER_WITHIN_CAPS if capped else INSERT_ORDER).cte("placed")
     # The lines as rows: a UNION ALL of one-row SELECTs (a VALUES list is not cacheable, so SQLAlchemy
     # would compile the whole statement again for every order).
     wanted = union_all(

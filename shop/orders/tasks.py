@@ -7,7 +7,7 @@ import logging
 from celery import Task, shared_task
 from flask import current_app
 
-from shop.orders import catalog, emails, idempotency
+from shop.orders import catalog, emails, idempotency, services
 from shop.tasks import task
 from shop.users import tokens
 
@@ -54,4 +54,10 @@ def relay_outbox() -> int:
 @shared_task(name="shop.orders.tasks.purge_expired")
 def purge_expired() -> dict[str, int]:
     """Drop Idempotency-Keys older than 24 hours and revocations of tokens that have expired."""
-    return {"idempotency_keys": idempotency.purge_expired(), "revoked_tokens": tokens.purge_expired()}
+    return {"idempotency_keys": idempotency.purge_expired(), "sessions": tokens.purge_expired()}
+
+
+@shared_task(name="shop.orders.tasks.expire_pending_orders")
+def expire_pending_orders() -> int:
+    """Cancel the unpaid orders past their reservation time (PENDING_ORDER_MINUTES); their stock returns."""
+    return services.expire_pending_orders()

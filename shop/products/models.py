@@ -12,6 +12,10 @@ from shop.core.time import utcnow
 from shop.core.types import UTCDateTime
 from shop.extensions import db
 
+# Descriptions are TEXT columns; these bound what a request may store in them (the schemas read them).
+CATEGORY_DESCRIPTION_LENGTH = 2000
+PRODUCT_DESCRIPTION_LENGTH = 5000
+
 
 class Category(db.Model):
     __tablename__ = "categories"

@@ -13,19 +13,21 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from shop.core.schemas import MAX_ID, Id, Pattern, ResponseSchema, StrictSchema, UTCDateTimeField
+from shop.core.schemas import MAX_ID, Id, Pattern, ResponseSchema, StrictSchema, Text, UTCDateTimeField
+from shop.products.models import CATEGORY_DESCRIPTION_LENGTH, PRODUCT_DESCRIPTION_LENGTH, Category, Product
 
 MAX_STOCK = 2**31 - 1
 CENT = Decimal("0.01")
 # Money travels as a decimal string with at most two places that fits Numeric(10, 2).
 MONEY = Pattern(r"^(0|[1-9][0-9]{0,7})(\.[0-9]{1,2})?$", error='A price is a string such as "25.99".')
-# PostgreSQL refuses NUL in text; refusing it here makes it a 422 rather than a database error.
-NO_NUL = Pattern(r"^[^\x00]*$", error="Text may not contain NUL characters.")
 # An http(s) URL the server stores and never fetches.
 IMAGE_URL = Pattern(
     r"^https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?(?:/[!-~]*)?$",
     error="An image is an http:// or https:// URL.",
 )
+
+
+SEARCH_LENGTH = 100
 
 
 class ProductOrdering(StrEnum):
@@ -41,7 +43,7 @@ class ProductOrdering(StrEnum):
     CREATED_AT_DESC = "-created_at"
 
 
-class Money(fields.String):
+class Money(Text):
     """A price: `"25.99"` in and out (a decimal string, at most 8 digits and 2 places), a two-place Decimal inside."""
 
     def __init__(self, *, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -72,8 +74,8 @@ class CategorySchema(ResponseSchema):
 class CategoryCreateSchema(StrictSchema):
     """A new category: its name is unique."""
 
-    name = fields.String(required=True, validate=[validate.Length(min=1, max=100), NO_NUL])
-    description = fields.String(load_default="", validate=[validate.Length(max=2000), NO_NUL])
+    name = Text(required=True, min_length=1, column=Category.name)
+    description = Text(load_default="", max_length=CATEGORY_DESCRIPTION_LENGTH, lines=True)
 
 
 CATEGORY_EXAMPLE = {"name": "Peripherals", "description": "Mice, keyboards and the like."}
@@ -82,8 +84,8 @@ CATEGORY_EXAMPLE = {"name": "Peripherals", "description": "Mice, keyboards and t
 class CategoryUpdateSchema(StrictSchema):
     """The category fields to change; what is absent stays as it is."""
 
-    name = fields.String(validate=[validate.Length(min=1, max=100), NO_NUL])
-    description = fields.String(validate=[validate.Length(max=2000), NO_NUL])
+    name = Text(min_length=1, column=Category.name)
+    description = Text(max_length=CATEGORY_DESCRIPTION_LENGTH, lines=True)
 
 
 class ProductSchema(ResponseSchema):
@@ -103,11 +105,11 @@ class ProductSchema(ResponseSchema):
 class ProductCreateSchema(StrictSchema):
     """A new product: name, price and category are required."""
 
-    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), NO_NUL])
-    description = fields.String(load_default="", validate=[validate.Length(max=5000), NO_NUL])
+    name = Text(required=True, min_length=1, column=Product.name)
+    description = Text(load_default="", max_length=PRODUCT_DESCRIPTION_LENGTH, lines=True)
     price = Money(required=True)
     stock = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=MAX_STOCK))
-    image = fields.String(load_default=None, allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
+    image = Text(load_default=None, allow_none=True, column=Product.image, validate=IMAGE_URL)
     category_id = Id(required=True, metadata={"description": "The id of an existing category."})
 
     @ma.post_load
@@ -128,19 +130,19 @@ PRODUCT_EXAMPLE = {
 class ProductReplaceSchema(ProductCreateSchema):
     """PUT: every writable field, so nothing is reset by omission."""
 
-    description = fields.String(required=True, validate=[validate.Length(max=5000), NO_NUL])
+    description = Text(required=True, max_length=PRODUCT_DESCRIPTION_LENGTH, lines=True)
     stock = fields.Integer(strict=True, required=True, validate=validate.Range(min=0, max=MAX_STOCK))
-    image = fields.String(required=True, allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
+    image = Text(required=True, allow_none=True, column=Product.image, validate=IMAGE_URL)
 
 
 class ProductUpdateSchema(StrictSchema):
     """PATCH: any writable field; what is absent stays as it is."""
 
-    name = fields.String(validate=[validate.Length(min=1, max=200), NO_NUL])
-    description = fields.String(validate=[validate.Length(max=5000), NO_NUL])
+    name = Text(min_length=1, column=Product.name)
+    description = Text(max_length=PRODUCT_DESCRIPTION_LENGTH, lines=True)
     price = Money()
     stock = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_STOCK))
-    image = fields.String(allow_none=True, validate=[validate.Length(max=500), IMAGE_URL])
+    image = Text(allow_none=True, column=Product.image, validate=IMAGE_URL)
     category_id = Id(metadata={"description": "The id of an existing category."})
 
     @ma.post_load
@@ -167,8 +169,8 @@ class ProductQuerySchema(ma.Schema):
     """Filters and order of the product list (page and page_size come from the pagination)."""
 
     category = fields.Integer(validate=validate.Range(min=1, max=MAX_ID), metadata={"description": "Category id."})
-    search = fields.String(
-        validate=[validate.Length(max=100), NO_NUL],
+    search = Text(
+        max_length=SEARCH_LENGTH,
         metadata={"description": "Case-insensitive text in the name or description."},
     )
     min_price = Money(metadata={"description": "Lowest price, inclusive."})

@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from shop.core.schemas import Pattern, ResponseSchema, StrictSchema, UTCDateTimeField
+from shop.core.schemas import Email, Pattern, ResponseSchema, StrictSchema, Text, UTCDateTimeField
+from shop.users.models import PASSWORD_MAX_LENGTH, User
+from shop.users.names import refuse_look_alike
 
-# Each rule is a validator of its own (not one `And`), so the OpenAPI document states it.
+# Each rule is a validator of its own (not one `And`), so the OpenAPI document states it; lengths are
+# the columns' (`Text(column=…)`).
 USERNAME = [
-    validate.Length(min=3, max=150),
     Pattern(r"^[\w.@+-]+$", error="Use letters, digits and @.+-_ only."),
+    refuse_look_alike,
 ]
-# The column holds 15 characters, a leading + included.
-PHONE = [validate.Length(max=15), Pattern(r"^\+?[0-9 ()-]{4,15}$", error="Not a phone number.")]
-EMAIL_LENGTH = validate.Length(max=254)
-NAME_LENGTH = validate.Length(max=150)
+PHONE = Pattern(r"^\+?[0-9 ()-]{4,15}$", error="Not a phone number.")
 # At least 8 characters, not all digits (the document states both; "not the username" it cannot).
-PASSWORD = [
-    validate.Length(min=8, max=128),
-    Pattern(r"^[\s\S]*\D[\s\S]*$", error="The password cannot be all digits."),
-]
+PASSWORD = Pattern(r"^[\s\S]*\D[\s\S]*$", error="The password cannot be all digits.")
+# A token the shop signs is a few hundred characters; anything far longer is not one of them.
+TOKEN_MAX_LENGTH = 4096
+# What a name holds: letters, combining marks, spaces, apostrophes, hyphens and dots.
+NAME_PUNCTUATION = frozenset(" '-.")
+
+
+def name_characters(value: str) -> None:
+    """A person's name: letters and marks of any script, spaces, `'`, `-` and `.`; nothing else."""
+    for char in value:
+        if char not in NAME_PUNCTUATION and unicodedata.category(char)[0] not in "LM":
+            raise ma.ValidationError("A name holds letters, spaces, apostrophes, hyphens and dots only.")
+
+
+def Username(**kwargs: Any) -> Text:  # noqa: N802 - reads like a field class
+    return Text(column=User.username, min_length=3, validate=USERNAME, **kwargs)
+
+
+def Name(**kwargs: Any) -> Text:  # noqa: N802 - reads like a field class
+    return Text(column=User.first_name, validate=name_characters, **kwargs)
+
+
+def Password(**kwargs: Any) -> Text:  # noqa: N802 - reads like a field class
+    return Text(min_length=8, max_length=PASSWORD_MAX_LENGTH, validate=PASSWORD, load_only=True, **kwargs)
+
+
+def Phone(**kwargs: Any) -> Text:  # noqa: N802 - reads like a field class
+    return Text(column=User.phone_number, validate=PHONE, **kwargs)
 
 
 class UserSchema(ResponseSchema):
@@ -36,12 +61,36 @@ class UserSchema(ResponseSchema):
     phone_number = fields.String(allow_none=True)
 
 
-class StaffUserSchema(UserSchema):
-    """An account as staff see it in the list."""
+class StaffUserSchema(ResponseSchema):
+    """An account as staff see it in the list: no email or phone number (an admin reads them one by one)."""
+
+    id = fields.Integer()
+    username = fields.String()
+    first_name = fields.String()
+    last_name = fields.String()
+    is_staff = fields.Boolean()
+    is_active = fields.Boolean()
+    date_joined = UTCDateTimeField()
+
+
+class AdminUserSchema(UserSchema):
+    """An account as an admin sees and manages it."""
 
     is_staff = fields.Boolean()
     is_active = fields.Boolean()
     date_joined = UTCDateTimeField()
+    role = fields.Function(
+        lambda user: "admin" if user.is_admin else "staff" if user.is_staff else "customer",
+        metadata={"type": "string", "enum": ["customer", "staff", "admin"]},
+    )
+
+
+class ManageUserSchema(StrictSchema):
+    """An admin's change to an account; a new password or deactivation ends every session of it."""
+
+    role = Text(validate=validate.OneOf(["customer", "staff", "admin"]))
+    is_active = fields.Boolean(truthy={True}, falsy={False})
+    password = Password()
 
 
 def typed_twice(first: str, second: str) -> Any:
@@ -58,13 +107,15 @@ def typed_twice(first: str, second: str) -> Any:
 class RegistrationSchema(StrictSchema):
     """A new account. The password: not the username, and typed the same twice."""
 
-    username = fields.String(required=True, validate=USERNAME)
-    email = fields.Email(required=True, validate=EMAIL_LENGTH)
-    first_name = fields.String(load_default="", validate=NAME_LENGTH)
-    last_name = fields.String(load_default="", validate=NAME_LENGTH)
-    phone_number = fields.String(load_default=None, allow_none=True, validate=PHONE)
-    password = fields.String(required=True, load_only=True, validate=PASSWORD)
-    password2 = fields.String(required=True, load_only=True, metadata={"description": "The password again."})
+    username = Username(required=True)
+    email = Email(column=User.email, required=True)
+    first_name = Name(load_default="")
+    last_name = Name(load_default="")
+    phone_number = Phone(load_default=None, allow_none=True)
+    password = Password(required=True)
+    password2 = Text(
+        required=True, load_only=True, max_length=PASSWORD_MAX_LENGTH, metadata={"description": "The password again."}
+    )
 
     passwords_match = typed_twice("password", "password2")
 
@@ -83,21 +134,29 @@ REGISTRATION_EXAMPLE = {
 class ProfileUpdateSchema(StrictSchema):
     """The profile fields to change; what is absent stays as it is."""
 
-    email = fields.Email(validate=EMAIL_LENGTH)
-    first_name = fields.String(validate=NAME_LENGTH)
-    last_name = fields.String(validate=NAME_LENGTH)
-    phone_number = fields.String(allow_none=True, validate=PHONE)
+    email = Email(column=User.email)
+    first_name = Name()
+    last_name = Name()
+    phone_number = Phone(allow_none=True)
 
 
 PROFILE_EXAMPLE = {"first_name": "Johnny", "phone_number": None}
 
 
+MANAGE_USER_EXAMPLE = {"role": "staff", "is_active": True}
+
+
 class PasswordChangeSchema(StrictSchema):
     """The current password, and the new one typed twice (not the username)."""
 
-    old_password = fields.String(required=True, load_only=True)
-    new_password = fields.String(required=True, load_only=True, validate=PASSWORD)
-    new_password2 = fields.String(required=True, load_only=True, metadata={"description": "The new password again."})
+    old_password = Text(required=True, load_only=True, max_length=PASSWORD_MAX_LENGTH)
+    new_password = Password(required=True)
+    new_password2 = Text(
+        required=True,
+        load_only=True,
+        max_length=PASSWORD_MAX_LENGTH,
+        metadata={"description": "The new password again."},
+    )
 
     passwords_match = typed_twice("new_password", "new_password2")
 
@@ -110,8 +169,8 @@ PASSWORD_CHANGE_EXAMPLE = {
 
 
 class CredentialsSchema(StrictSchema):
-    username = fields.String(required=True, validate=validate.Length(min=1, max=150))
-    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=128))
+    username = Text(required=True, min_length=1, column=User.username)
+    password = Text(required=True, load_only=True, min_length=1, max_length=PASSWORD_MAX_LENGTH)
 
 
 CREDENTIALS_EXAMPLE = {"username": "john_doe", "password": "securepassword123"}
@@ -123,14 +182,16 @@ class TokenPairSchema(ResponseSchema):
 
 
 class RefreshSchema(StrictSchema):
-    refresh = fields.String(required=True, metadata={"description": "The refresh token of the last pair."})
+    refresh = Text(
+        required=True, max_length=TOKEN_MAX_LENGTH, metadata={"description": "The refresh token of the last pair."}
+    )
 
 
 REFRESH_EXAMPLE = {"refresh": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0eXBlIjoicmVmcmVzaCJ9.c2lnbmF0dXJl"}
 
 
 class RevokeSchema(StrictSchema):
-    refresh = fields.String(metadata={"description": "A refresh token to revoke as well."})
+    refresh = Text(max_length=TOKEN_MAX_LENGTH, metadata={"description": "A refresh token whose session ends as well."})
 
 
 REVOKE_EXAMPLE = REFRESH_EXAMPLE

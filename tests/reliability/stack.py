@@ -238,6 +238,10 @@ def celery_process(kind: str, env: dict[str, str], work: Path) -> Server:
 # ---- the app instances ------------------------------------------------------------------------
 
 
+# Load and fault runs: buyers place orders no one pays, many an hour.
+NO_ORDER_CAPS = {"MAX_PENDING_ORDERS": "0", "MAX_PENDING_UNITS": "0", "MAX_ORDERS_PER_HOUR": "0"}
+
+
 def app_env(url: str, work: Path, **extra: str) -> dict[str, str]:
     """An app instance on database `url`: cheap password hashes, its own metrics dir, no other services."""
     return gunicorn_env(
@@ -247,7 +251,8 @@ def app_env(url: str, work: Path, **extra: str) -> dict[str, str]:
         # A 5 s database outage must not take a worker past its timeout.
         GUNICORN_TIMEOUT="30",
         GUNICORN_GRACEFUL_TIMEOUT="20",
-        **extra,
+        # Buyers sign in again and again.
+        **{"RATELIMIT_ACCOUNT": "1000000/minute", **NO_ORDER_CAPS, **extra},
     )
 
 

@@ -20,7 +20,7 @@ def mint_access_token(user_id: str, secret: str) -> str:
     now = datetime.now(UTC)
     claims = {
         "fresh": False,
-        "iat": now,
+        "iat": now.timestamp(),  # to the microsecond, as the shop issues it (after a "log out everywhere")
         "nbf": now,
         "jti": str(uuid.uuid4()),
         "type": "access",

@@ -97,10 +97,16 @@ def test_there_is_no_route_to_another_users_profile(app, client, user, mallory):
         "/api/users/",
         "/api/users/me/",
         "/api/users/me/password/",
+        "/api/users/me/sessions/revoke/",
+        "/api/users/{user_id}/",
     ]
-    for path in (f"/api/users/{user.id}/", "/api/users/alice/"):
-        assert_error(client.get(path, headers=mallory), 404)
-        assert_error(client.patch(path, json={"email": "owned@example.com"}, headers=mallory), 404)
+    # Another user's record is an admin's business only.
+    assert_error(client.get(f"/api/users/{user.id}/", headers=mallory), 403)
+    assert_error(client.patch(f"/api/users/{user.id}/", json={"is_active": False}, headers=mallory), 403)
+    assert_error(client.get("/api/users/alice/", headers=mallory), 404)
+    assert_error(client.patch("/api/users/alice/", json={"email": "owned@example.com"}, headers=mallory), 404)
+    with app.app_context():
+        assert db.session.get(User, user.id).is_active
 
 
 def test_a_profile_update_only_ever_touches_the_callers_row(app, client, user, mallory):

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token
 
 from shop.extensions import db
 from shop.users import models as user_models
-from shop.users.models import RevokedToken, User
+from shop.users.models import User, UserSession
 from tests.conftest import PASSWORD, bearer, token_for
 from tests.factories import make_user
 from tests.security.conftest import RedisServer, assert_error, concrete, operations
@@ -138,10 +139,10 @@ def test_tokens_carry_no_personal_data_and_expire_as_configured(app, client, use
     access = pyjwt.decode(pair["access"], options={"verify_signature": False})
     refresh = pyjwt.decode(pair["refresh"], options={"verify_signature": False})
 
-    assert set(access) <= {"fresh", "iat", "jti", "type", "sub", "nbf", "csrf", "exp"}
+    assert set(access) <= {"fresh", "iat", "jti", "type", "sub", "nbf", "csrf", "exp", "sid"}
     assert access["sub"] == str(user.id) and "alice" not in json.dumps(access)
-    assert access["exp"] - access["iat"] == 15 * 60
-    assert refresh["exp"] - refresh["iat"] == 7 * 24 * 3600
+    assert access["exp"] - int(access["iat"]) == 15 * 60  # iat to the microsecond (RFC 7519 NumericDate)
+    assert refresh["exp"] - int(refresh["iat"]) == 7 * 24 * 3600
     assert pyjwt.get_unverified_header(pair["access"])["alg"] == "HS256"
 
 
@@ -229,7 +230,7 @@ def test_old_password_guesses_are_limited_per_user_from_any_ip(limited_app, user
     assert "Retry-After" in statuses[2].headers
 
 
-# Revoked tokens stay revoked: the database is the truth, Redis only the fast path.
+# Ended sessions stay ended: the database is the truth, Redis only the fast path.
 
 
 def _revoke(client: Any, pair: dict[str, str]) -> None:
@@ -242,14 +243,23 @@ def _me(client: Any, token: str) -> int:
 
 
 def _ready_marker(server: RedisServer) -> bool:
-    return any(key.endswith(b"revoked:ready") for key in server.client(4).scan_iter())
+    return any(key.endswith(b"sessions-ended:ready") for key in server.client(4).scan_iter())
+
+
+def _wait_for_ready_marker(server: RedisServer) -> None:
+    """The refill runs in a background thread of the process: wait for it (up to 10 s) as a client would."""
+    deadline = time.monotonic() + 10
+    while not _ready_marker(server):
+        assert time.monotonic() < deadline, "Redis was not refilled"
+        time.sleep(0.02)
 
 
 def test_a_revoked_token_stays_revoked_while_redis_is_down(redis_app, private_redis, user):
     client = redis_app.test_client()
     revoked, valid = token_for(client, "alice"), token_for(client, "alice")
     _revoke(client, revoked)
-    assert _me(client, revoked["access"]) == 401 and _ready_marker(private_redis)
+    assert _me(client, revoked["access"]) == 401
+    _wait_for_ready_marker(private_redis)
 
     private_redis.stop()
 
@@ -267,9 +277,9 @@ def test_a_revoked_token_stays_revoked_after_redis_restarts_empty(redis_app, pri
     private_redis.stop()
     private_redis.start()  # no persistence: every key, the ready marker included, is gone
 
-    assert _me(client, revoked["access"]) == 401
-    assert _ready_marker(private_redis)  # refilled from the database by that check
+    assert _me(client, revoked["access"]) == 401  # the database answers while Redis is not known complete
     assert _me(client, valid["access"]) == 200
+    _wait_for_ready_marker(private_redis)  # refilled by a thread of the process, not by the request
     assert _me(client, revoked["access"]) == 401
 
 
@@ -291,7 +301,8 @@ def test_a_logout_redis_missed_while_frozen_holds_once_redis_answers_again(redis
     """Redis keeps its keys (and its ready marker) but missed one revocation: it must not be trusted as is."""
     client = redis_app.test_client()
     pair = token_for(client, "alice")
-    assert _me(client, pair["access"]) == 200 and _ready_marker(private_redis)
+    assert _me(client, pair["access"]) == 200
+    _wait_for_ready_marker(private_redis)
 
     private_redis.pause()
     try:
@@ -301,17 +312,18 @@ def test_a_logout_redis_missed_while_frozen_holds_once_redis_answers_again(redis
         private_redis.resume()
 
     assert _me(client, pair["access"]) == 401
-    assert any(b"revoked:" + pair_jti(pair).encode() in key for key in private_redis.client(4).scan_iter())
+    _wait_for_ready_marker(private_redis)
+    assert any(b"session-ended:" + pair_sid(pair).encode() in key for key in private_redis.client(4).scan_iter())
 
 
-def pair_jti(pair: dict[str, str]) -> str:
-    return pyjwt.decode(pair["access"], options={"verify_signature": False})["jti"]
+def pair_sid(pair: dict[str, str]) -> str:
+    return pyjwt.decode(pair["access"], options={"verify_signature": False})["sid"]
 
 
-def test_revocations_are_rows_in_the_database(redis_app, user):
+def test_ended_sessions_are_rows_in_the_database(redis_app, user):
     client = redis_app.test_client()
     pair = token_for(client, "alice")
     _revoke(client, pair)
 
     with redis_app.app_context():
-        assert db.session.get(RevokedToken, pair_jti(pair)) is not None
+        assert db.session.get(UserSession, pair_sid(pair)).ended_at is not None

@@ -60,14 +60,14 @@ def test_every_request_body_in_the_document_refuses_unknown_fields(spec):
             assert obj.get("additionalProperties") is False, (method, path, obj)
 
 
-def test_every_write_refuses_a_field_it_does_not_take(client, spec, staff_headers):
-    """Sent as staff, so nothing stands in the way but the body's schema."""
+def test_every_write_refuses_a_field_it_does_not_take(client, spec, admin_headers):
+    """Sent as an admin, so nothing stands in the way but the body's schema."""
     for method, path, _ in _bodies(spec):
-        response = client.open(concrete(path), method=method.upper(), json={"is_staff": True}, headers=staff_headers)
+        response = client.open(concrete(path), method=method.upper(), json={"is_staff": True}, headers=admin_headers)
         _refused(response, "is_staff")
 
 
-def test_every_read_only_field_of_an_answer_is_refused_in_its_request(client, spec, staff_headers):
+def test_every_read_only_field_of_an_answer_is_refused_in_its_request(client, spec, admin_headers):
     """A field the answer marks readOnly (an id, a timestamp, a nested category) cannot be written."""
     tried = []
     for method, path, schema in _bodies(spec):
@@ -79,7 +79,7 @@ def test_every_read_only_field_of_an_answer_is_refused_in_its_request(client, sp
         writable = _resolve(spec, schema).get("properties", {})
         shown = _resolve(spec, content["schema"]).get("properties", {})
         for name in [name for name, prop in shown.items() if prop.get("readOnly") and name not in writable]:
-            response = client.open(concrete(path), method=method.upper(), json={name: 1}, headers=staff_headers)
+            response = client.open(concrete(path), method=method.upper(), json={name: 1}, headers=admin_headers)
             _refused(response, name)
             tried.append((method, path, name))
 

@@ -27,6 +27,11 @@ STAFF_OPERATIONS = {
     ("post", "/api/products/{product_id}/stock/"),
     ("patch", "/api/orders/{order_id}/"),
 }
+# Staff who also manage users and read their personal data.
+ADMIN_OPERATIONS = {
+    ("get", "/api/users/{user_id}/"),
+    ("patch", "/api/users/{user_id}/"),
+}
 
 
 @pytest.fixture
@@ -38,7 +43,11 @@ def world(app: Any, client: Any, user_headers: dict[str, str]) -> dict[str, int]
     order = client.post(
         "/api/orders/", json={"items": [{"product_id": ids["product_id"], "quantity": 1}]}, headers=user_headers
     )
-    return {**ids, "order_id": order.get_json()["id"]}
+    return {
+        **ids,
+        "order_id": order.get_json()["id"],
+        "user_id": client.get("/api/users/me/", headers=user_headers).get_json()["id"],
+    }
 
 
 def _url(path: str, world: dict[str, int]) -> str:
@@ -53,11 +62,11 @@ def _body(path: str) -> dict[str, Any]:
 def test_the_document_lists_exactly_the_staff_operations(spec):
     documented = {(method, path) for method, path, operation in operations(spec) if "403" in operation["responses"]}
 
-    assert documented == STAFF_OPERATIONS
+    assert documented == STAFF_OPERATIONS | ADMIN_OPERATIONS
 
 
 def test_a_customer_gets_403_on_every_staff_operation_and_changes_nothing(app, client, user_headers, world):
-    for method, path in sorted(STAFF_OPERATIONS):
+    for method, path in sorted(STAFF_OPERATIONS | ADMIN_OPERATIONS):
         response = client.open(_url(path, world), method=method.upper(), json=_body(path), headers=user_headers)
         assert_error(response, 403)
 
@@ -69,7 +78,7 @@ def test_a_customer_gets_403_on_every_staff_operation_and_changes_nothing(app, c
 
 
 def test_an_anonymous_caller_gets_401_on_every_staff_operation(client, world):
-    for method, path in sorted(STAFF_OPERATIONS):
+    for method, path in sorted(STAFF_OPERATIONS | ADMIN_OPERATIONS):
         response = client.open(_url(path, world), method=method.upper(), json={})
         assert_error(response, 401)
 
@@ -78,6 +87,32 @@ def test_staff_pass_the_gate_of_every_staff_operation(client, staff_headers, wor
     for method, path in sorted(STAFF_OPERATIONS):
         response = client.open(_url(path, world), method=method.upper(), json={}, headers=staff_headers)
         assert response.status_code not in {401, 403}, (method, path, response.get_json())
+
+
+def test_staff_get_403_on_every_admin_operation_and_change_nothing(app, client, user, staff_headers, world):
+    for method, path in sorted(ADMIN_OPERATIONS):
+        body = {"is_active": False} if method == "patch" else None
+        assert_error(client.open(_url(path, world), method=method.upper(), json=body, headers=staff_headers), 403)
+
+    with app.app_context():
+        assert db.session.get(User, user.id).is_active
+
+
+def test_an_admin_passes_the_gate_of_every_operation(client, admin_headers, world):
+    for method, path in sorted(STAFF_OPERATIONS | ADMIN_OPERATIONS):
+        response = client.open(_url(path, world), method=method.upper(), json={}, headers=admin_headers)
+        assert response.status_code not in {401, 403}, (method, path, response.get_json())
+
+
+def test_the_user_list_has_no_email_or_phone_and_only_admins_read_them(client, user, staff_headers, admin_headers):
+    for headers in (staff_headers, admin_headers):
+        listed = {row["username"]: row for row in client.get("/api/users/", headers=headers).get_json()}
+        assert "email" not in listed["alice"] and "phone_number" not in listed["alice"]
+
+    record = client.get(f"/api/users/{user.id}/", headers=admin_headers).get_json()
+
+    assert record["email"] == "alice@example.com" and "phone_number" in record and record["role"] == "customer"
+    assert_error(client.get(f"/api/users/{user.id}/", headers=staff_headers), 403)
 
 
 def test_staff_rights_are_read_from_the_database_on_every_request(app, client, user, staff, world):

@@ -65,6 +65,43 @@ def test_the_eleventh_login_in_a_minute_from_one_ip_is_429(limited_app, user):
     assert _login(client, "203.0.113.2", **ALICE).status_code == 200
 
 
+def test_sign_in_is_limited_per_account_from_any_number_of_addresses(limited_app, user):
+    client = limited_app(RATELIMIT_AUTH="100/minute", RATELIMIT_ACCOUNT="5/minute").test_client()
+
+    spread = [_login(client, f"198.51.100.{n}", username="alice", password="wrong").status_code for n in range(5)]
+    sixth = _login(client, "198.51.100.77", username="ALICE", password="wrong")  # the same account, as people read it
+
+    assert spread == [401] * 5
+    _assert_limited(sixth, 5)
+    # Another account is not held up by it.
+    assert _login(client, "198.51.100.77", username="nobody", password="wrong").status_code == 401
+
+
+def test_an_ipv6_client_is_one_client_across_its_64(limited_app):
+    client = limited_app(RATELIMIT_AUTH="3/minute", RATELIMIT_ACCOUNT="100/minute").test_client()
+
+    rotated = [_login(client, f"2001:db8:1:2::{n:x}").status_code for n in range(1, 4)]
+    fourth = _login(client, "2001:db8:1:2:ffff:ffff:ffff:fffe")
+
+    assert rotated == [401] * 3
+    _assert_limited(fourth, 3)
+    assert _login(client, "2001:db8:1:3::1").status_code == 401  # the next /64 is another client
+
+
+def test_registration_is_limited_per_email_address_from_any_address(limited_app, user):
+    """The contract answers a taken email with 422; finding out which addresses have accounts is slowed
+    to RATELIMIT_ACCOUNT tries per address, wherever they come from."""
+    client = limited_app(RATELIMIT_AUTH="100/minute", RATELIMIT_ACCOUNT="3/minute").test_client()
+    probe = {**_registration(90), "email": "alice@example.com"}
+
+    probes = [client.post("/api/users/", json=probe, **_from(f"198.51.100.{n}")).status_code for n in range(3)]
+    fourth = client.post("/api/users/", json={**probe, "email": "ALICE@example.com"}, **_from("198.51.100.50"))
+
+    assert probes == [422] * 3
+    _assert_limited(fourth, 3)
+    assert client.post("/api/users/", json=_registration(91), **_from("198.51.100.50")).status_code == 201
+
+
 def test_a_limited_login_counts_in_the_metrics(limited_app):
     client = limited_app(RATELIMIT_AUTH="1/minute").test_client()
     before = _metric("shop_rate_limited_total")
@@ -225,7 +262,8 @@ def test_limits_live_in_redis_with_one_round_trip_a_check(limited_app, private_r
     )
     login = _commands_sent(private_redis, lambda: responses.append(_login(client, "192.0.2.30")))
 
-    assert anonymous == ["EVALSHA"] and login == ["EVALSHA"]
+    # A sign-in counts against two limits, the client's and the account's: one call each.
+    assert anonymous == ["EVALSHA"] and login == ["EVALSHA", "EVALSHA"]
     # The headers come from that one call: the second anonymous request left 3 of 5.
     assert [r.headers["X-RateLimit-Remaining"] for r in responses] == ["3", "4"]
     assert 0 < int(responses[0].headers["X-RateLimit-Reset"]) - time.time() <= 61
