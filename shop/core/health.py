@@ -6,10 +6,10 @@ import ipaddress
 from typing import Any
 
 from flask import Response, current_app
+from flask_smorest import abort
 from marshmallow import fields
 from sqlalchemy import text
 
-from shop.core.errors import error_response
 from shop.core.schemas import ResponseSchema
 from shop.extensions import db
 from shop.infra.api import Blueprint
@@ -59,7 +59,8 @@ def readyz() -> Any:
             # What failed is named to anyone; why (hosts, ports, driver messages) only to operators.
             failed[name] = [f"{type(exc).__name__}: {exc}"[:200] if details else "unavailable"]
     if failed:
-        return error_response(503, "Not ready: " + ", ".join(failed), failed, headers={"Retry-After": "5"})
+        # Raised, not returned: a returned body would be dumped through ReadinessSchema (and lose all but `status`).
+        abort(503, message="Not ready: " + ", ".join(failed), errors=failed, headers={"Retry-After": "5"})
     return {"status": "ready", "checks": list(checks)}
 
 
