@@ -116,6 +116,27 @@ class Pattern(validate.Regexp):
         return value
 
 
+class DescribedRule(validate.Validator):
+    """A rule a JSON Schema keyword cannot state (a Unicode property, a confusable check): the field's
+    description says it in words instead (`rule.description`), so the document still tells it."""
+
+    def __init__(self, check: Any, description: str) -> None:
+        self.check = check
+        self.description = description
+
+    def __call__(self, value: Any) -> Any:
+        self.check(value)
+        return value
+
+
+def described(field_kwargs: dict[str, Any], *rules: DescribedRule) -> dict[str, Any]:
+    """`field_kwargs` with the rules' words added to the field's description."""
+    metadata = dict(field_kwargs.pop("metadata", None) or {})
+    words = " ".join(rule.description for rule in rules)
+    metadata["description"] = f"{metadata['description']} {words}" if metadata.get("description") else words
+    return {**field_kwargs, "metadata": metadata}
+
+
 def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field class
     return fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID), **kwargs)
 

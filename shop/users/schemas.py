@@ -3,24 +3,42 @@
 from __future__ import annotations
 
 import unicodedata
+from enum import StrEnum
 from typing import Any
 
 import marshmallow as ma
-from marshmallow import fields, validate
+from marshmallow import fields
 
-from shop.core.schemas import Email, Pattern, ResponseSchema, StrictSchema, Text, UTCDateTimeField
+from shop.core.schemas import (
+    DescribedRule,
+    Email,
+    Pattern,
+    ResponseSchema,
+    StrictSchema,
+    Text,
+    UTCDateTimeField,
+    described,
+)
 from shop.users.models import PASSWORD_MAX_LENGTH, User
 from shop.users.names import refuse_look_alike
 
 # Each rule is a validator of its own (not one `And`), so the OpenAPI document states it; lengths are
 # the columns' (`Text(column=…)`).
-USERNAME = [
-    Pattern(r"^[\w.@+-]+$", error="Use letters, digits and @.+-_ only."),
-    refuse_look_alike,
-]
+USERNAME = Pattern(r"^[\w.@+-]+$", error="Use letters, digits and @.+-_ only.")
+ONE_SCRIPT = DescribedRule(
+    refuse_look_alike, "Not a mix of scripts with look-alike characters (Unicode TR39), and unique whatever its case."
+)
 PHONE = Pattern(r"^\+?[0-9 ()-]{4,15}$", error="Not a phone number.")
 # At least 8 characters, not all digits (the document states both; "not the username" it cannot).
 PASSWORD = Pattern(r"^[\s\S]*\D[\s\S]*$", error="The password cannot be all digits.")
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    STAFF = "staff"
+    ADMIN = "admin"
+
+
 # A token the shop signs is a few hundred characters; anything far longer is not one of them.
 TOKEN_MAX_LENGTH = 4096
 # What a name holds: letters, combining marks, spaces, apostrophes, hyphens and dots.
@@ -34,12 +52,15 @@ def name_characters(value: str) -> None:
             raise ma.ValidationError("A name holds letters, spaces, apostrophes, hyphens and dots only.")
 
 
+NAME = DescribedRule(name_characters, "Letters and marks of any script, spaces, apostrophes, hyphens and dots only.")
+
+
 def Username(**kwargs: Any) -> Text:  # noqa: N802 - reads like a field class
-    return Text(column=User.username, min_length=3, validate=USERNAME, **kwargs)
+    return Text(column=User.username, min_length=3, validate=[USERNAME, ONE_SCRIPT], **described(kwargs, ONE_SCRIPT))
 
 
 def Name(**kwargs: Any) -> Text:  # noqa: N802 - reads like a field class
-    return Text(column=User.first_name, validate=name_characters, **kwargs)
+    return Text(column=User.first_name, validate=NAME, **described(kwargs, NAME))
 
 
 def Password(**kwargs: Any) -> Text:  # noqa: N802 - reads like a field class
@@ -88,7 +109,9 @@ class AdminUserSchema(UserSchema):
 class ManageUserSchema(StrictSchema):
     """An admin's change to an account; a new password or deactivation ends every session of it."""
 
-    role = Text(validate=validate.OneOf(["customer", "staff", "admin"]))
+    role = fields.Enum(
+        Role, by_value=True, metadata={"description": "customer, staff, or admin (staff who manage users)."}
+    )
     is_active = fields.Boolean(truthy={True}, falsy={False})
     password = Password()
 
