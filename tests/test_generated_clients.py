@@ -131,8 +131,12 @@ def test_the_generated_python_client_runs_a_customer_and_a_staff_journey(app: Fl
     assert login.status_code == 200
     refreshed = call("post", "/api/token/refresh/", body={"refresh": login.parsed.refresh})
     assert refreshed.status_code == 200 and refreshed.parsed.refresh != login.parsed.refresh
+    # A spent refresh token presented again ends the session (its newer pair too): sign in again.
     assert call("post", "/api/token/refresh/", body={"refresh": login.parsed.refresh}).status_code == 401
-    customer = refreshed.parsed.access
+    assert call("get", "/api/users/me/", token=refreshed.parsed.access).status_code == 401
+    again = call("post", "/api/token/", body={"username": "carol", "password": PASSWORD})
+    assert again.status_code == 200
+    customer = again.parsed.access
     assert call("get", "/api/users/me/", token=customer).parsed.email == "carol@example.com"
 
     # Staff fill the catalog: categories, products (created, replaced, updated, deleted), stock.
