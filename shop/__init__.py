@@ -75,8 +75,8 @@ def register_tasks(app: Flask) -> None:
 
 def register_errorhandlers(app: Flask) -> None:
     """The common error body for the shop's own errors, token faults and malformed bodies."""
-    from shop.core.auth import register_token_handlers
     from shop.core.errors import check_json_body, register_error_handlers
+    from shop.users.tokens import register_token_handlers
 
     register_error_handlers(app)
     register_token_handlers(app)

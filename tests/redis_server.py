@@ -9,8 +9,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -86,3 +88,18 @@ def private_redis() -> Iterator[RedisServer]:
             if server.process is not None:
                 server.resume()
             server.stop()
+
+
+def commands_sent(server: RedisServer, action: Callable[[], Any]) -> list[str]:
+    """The commands clients sent to Redis while `action` ran (MONITOR; not those a Lua script ran)."""
+    marker = f"end-{uuid.uuid4()}"
+    marker_client = server.client()
+    marker_client.ping()
+    with server.client().monitor() as monitor:
+        action()
+        marker_client.echo(marker)
+        commands = []
+        while marker not in (command := monitor.next_command())["command"]:
+            if command["client_type"] != "lua":
+                commands.append(command["command"].split()[0].upper())
+    return commands

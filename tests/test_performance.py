@@ -23,7 +23,7 @@ from shop import create_app
 from shop.extensions import db, limiter
 from tests.conftest import PASSWORD, app_config, bearer
 from tests.factories import make_category, make_product, make_user
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, commands_sent
 
 ANONYMOUS = {"environ_base": {"REMOTE_ADDR": "198.51.100.7"}}
 
@@ -86,21 +86,6 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], Any]]
     return count
 
 
-def _commands(server: RedisServer, action: Callable[[], Any]) -> list[str]:
-    """The commands clients sent to Redis while `action` ran (MONITOR; not those a Lua script ran)."""
-    marker = f"end-{uuid.uuid4()}"
-    marker_client = server.client()
-    marker_client.ping()
-    with server.client().monitor() as monitor:
-        action()
-        marker_client.echo(marker)
-        commands = []
-        while marker not in (command := monitor.next_command())["command"]:
-            if command["client_type"] != "lua":
-                commands.append(command["command"].split()[0].upper())
-    return commands
-
-
 def test_a_cached_catalog_page_costs_one_round_trip_to_redis(redis_shop, private_redis, catalog, round_trips):
     client = redis_shop().test_client()
     first = client.get("/api/products/", **ANONYMOUS)  # a miss: stored for the next request
@@ -108,7 +93,7 @@ def test_a_cached_catalog_page_costs_one_round_trip_to_redis(redis_shop, private
 
     answers: list[Any] = []
     trips = round_trips(lambda: answers.append(client.get("/api/products/", **ANONYMOUS)))
-    commands = _commands(private_redis, lambda: answers.append(client.get("/api/products/", **ANONYMOUS)))
+    commands = commands_sent(private_redis, lambda: answers.append(client.get("/api/products/", **ANONYMOUS)))
 
     assert trips == 1
     assert commands == ["EVALSHA", "EVALSHA"]  # the limit's increment and the page's lookup, in one pipeline
@@ -268,7 +253,7 @@ def test_a_signed_in_request_asks_its_limit_and_its_revocation_in_one_round_trip
 
     answers: list[Any] = []
     trips = round_trips(lambda: answers.append(client.get("/api/users/me/", headers=headers)))
-    commands = _commands(private_redis, lambda: answers.append(client.get("/api/users/me/", headers=headers)))
+    commands = commands_sent(private_redis, lambda: answers.append(client.get("/api/users/me/", headers=headers)))
     order = {"items": [{"product_id": catalog[0], "quantity": 1}]}
     assert client.post("/api/orders/", json=order, headers=headers).status_code == 201  # loads the stock script
     order_trips = round_trips(lambda: answers.append(client.post("/api/orders/", json=order, headers=headers)))

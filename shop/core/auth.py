@@ -1,4 +1,4 @@
-"""Token rules shared by every blueprint: 401 for every token fault, the current user, staff checks."""
+"""Token rules shared by every blueprint: the 401 body, the guards of authenticated views, staff checks."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Flask
 from flask_jwt_extended import current_user, verify_jwt_in_request
 from flask_smorest import abort
 
 from shop.core.errors import Unauthenticated, error_response
-from shop.extensions import jwt
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,25 +27,6 @@ def checks_token(handler: Any) -> bool:
 
 def unauthorized(message: str) -> tuple[dict[str, Any], int, dict[str, str]]:
     return error_response(401, message, headers=BEARER)
-
-
-def register_token_handlers(app: Flask) -> None:
-    """Answer every token fault with 401 and `WWW-Authenticate: Bearer` (never the default 422)."""
-    from shop.users import tokens
-
-    jwt.unauthorized_loader(lambda reason: unauthorized("Authentication required: send a Bearer token."))
-    jwt.invalid_token_loader(lambda reason: unauthorized("The token is invalid."))
-    jwt.expired_token_loader(lambda header, payload: unauthorized("The token has expired."))
-    jwt.revoked_token_loader(lambda header, payload: unauthorized("The token has been revoked."))
-    jwt.needs_fresh_token_loader(lambda header, payload: unauthorized("A fresh token is required."))
-    jwt.token_verification_failed_loader(lambda header, payload: unauthorized("The token is invalid."))
-    jwt.user_lookup_error_loader(
-        lambda header, payload: unauthorized("The token's user is not active, or its session has ended.")
-    )
-    jwt.token_in_blocklist_loader(lambda header, payload: tokens.is_revoked(payload))
-    jwt.user_identity_loader(lambda user_id: str(user_id))
-    jwt.user_lookup_loader(lambda header, payload: tokens.load_active_user(payload))
-    app.before_request(tokens.prefetch_revocation)  # the blocklist asked in the request's Redis round trip
 
 
 def login_required(view: Callable[P, R]) -> Callable[P, R]:

@@ -30,10 +30,10 @@ from flask import Flask, current_app, has_request_context, request
 from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
 from sqlalchemy import Integer, Select, bindparam, delete, select, update
 
-from shop.core.auth import checks_token
+from shop.core.auth import checks_token, unauthorized
 from shop.core.errors import Unauthenticated
 from shop.core.time import utcnow
-from shop.extensions import cache, db
+from shop.extensions import cache, db, jwt
 from shop.infra import roundtrip
 from shop.infra.app import current_handler
 from shop.infra.jwt import bearer_claims
@@ -334,3 +334,20 @@ def _seconds_left(expires_at: datetime) -> int:
 
 def _redis_backed() -> bool:
     return current_app.config["REDIS_URL"] is not None
+
+
+def register_token_handlers(app: Flask) -> None:
+    """Answer every token fault with 401 and `WWW-Authenticate: Bearer` (never the default 422)."""
+    jwt.unauthorized_loader(lambda reason: unauthorized("Authentication required: send a Bearer token."))
+    jwt.invalid_token_loader(lambda reason: unauthorized("The token is invalid."))
+    jwt.expired_token_loader(lambda header, payload: unauthorized("The token has expired."))
+    jwt.revoked_token_loader(lambda header, payload: unauthorized("The token has been revoked."))
+    jwt.needs_fresh_token_loader(lambda header, payload: unauthorized("A fresh token is required."))
+    jwt.token_verification_failed_loader(lambda header, payload: unauthorized("The token is invalid."))
+    jwt.user_lookup_error_loader(
+        lambda header, payload: unauthorized("The token's user is not active, or its session has ended.")
+    )
+    jwt.token_in_blocklist_loader(lambda header, payload: is_revoked(payload))
+    jwt.user_identity_loader(lambda user_id: str(user_id))
+    jwt.user_lookup_loader(lambda header, payload: load_active_user(payload))
+    app.before_request(prefetch_revocation)  # the blocklist asked in the request's Redis round trip

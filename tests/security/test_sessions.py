@@ -4,7 +4,6 @@ everywhere, an admin's deactivation and password reset, and an absolute lifetime
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +15,7 @@ from shop.extensions import db
 from shop.users.models import UserSession
 from tests.conftest import PASSWORD, bearer, token_for
 from tests.querycount import count_statements
+from tests.redis_server import commands_sent
 from tests.security.conftest import RedisServer, assert_error
 
 NEW_PASSWORD = "a-brand-new-pass-phrase"
@@ -188,28 +188,13 @@ def _wait_until_ready(server: RedisServer) -> None:
         time.sleep(0.02)
 
 
-def _commands(server: RedisServer, action: Any) -> list[str]:
-    marker = f"end-{uuid.uuid4()}"
-    marker_client = server.client()
-    marker_client.ping()
-    with server.client().monitor() as monitor:
-        action()
-        marker_client.echo(marker)
-        seen = []
-        while True:
-            command = monitor.next_command()
-            if marker in command["command"]:
-                return seen
-            seen.append(command["command"].split()[0].upper())
-
-
 def test_the_session_check_is_one_redis_command(redis_app: Flask, private_redis: RedisServer, user) -> None:
     client = redis_app.test_client()
     pair = token_for(client, "alice")
     assert _me(client, pair) == 200
     _wait_until_ready(private_redis)
 
-    assert _commands(private_redis, lambda: _me(client, pair)) == ["MGET"]
+    assert commands_sent(private_redis, lambda: _me(client, pair)) == ["MGET"]
 
 
 def test_a_redis_refill_runs_outside_the_request(redis_app: Flask, private_redis: RedisServer, user) -> None:
