@@ -109,8 +109,9 @@ STOCK_SHORTAGE = {
 ERROR_DETAILS = {
     "type": "object",
     "description": "422: the field errors under the location of the request they were found in "
-    "(`json`, `query`, `headers`, `path`). 409 for stock: `items`, each short line. Other answers "
-    "name what failed (a conflict's subject, a dependency that is down) with its messages.",
+    "(`json`, `query`, `headers`, `path`). 409 for stock: `items`, each short line. 409 for the "
+    "per-customer caps: `pending_orders` and `pending_units`, what the customer holds unpaid. Other "
+    "answers name what failed (a conflict's subject, a dependency that is down) with its messages.",
     "properties": {
         **{location: {"$ref": SCHEMAS + "FieldErrors"} for location in ("json", "query", "headers", "path")},
         "items": {
@@ -119,6 +120,8 @@ ERROR_DETAILS = {
                 {"$ref": SCHEMAS + "FieldErrors"},
             ]
         },
+        "pending_orders": {"type": "integer", "minimum": 0, "description": "Unpaid orders the customer holds."},
+        "pending_units": {"type": "integer", "minimum": 0, "description": "Units those unpaid orders hold."},
     },
     "additionalProperties": {"type": "array", "items": {"type": "string"}},
 }
